@@ -1,0 +1,139 @@
+// One-sided (Hestenes) Jacobi SVD building blocks, shared by the CPU and CUDA
+// kernels. Why Jacobi: it is simple to batch (one small matrix per thread or
+// block), it computes small singular values to high relative accuracy, and the
+// same rotation also yields the singular vectors when they are wanted.
+//
+// Convention: X is a rows x cols matrix (rows >= cols) stored column-major, so
+// each column is contiguous. Rotating pairs of columns until all are mutually
+// orthogonal gives X V = U diag(sigma), with sigma_j = ||column j||.
+#pragma once
+
+#include "common/complex_math.h"
+
+namespace convspectra {
+
+// Hard cap on sweeps: Jacobi converges quadratically (typically 5-12 sweeps);
+// the cap only guarantees that no input, however pathological, loops forever.
+constexpr int kMaxJacobiSweeps = 64;
+
+template <typename R> CS_HD R machine_epsilon();
+template <> CS_HD float machine_epsilon<float>() { return 1.1920929e-07f; }
+template <> CS_HD double machine_epsilon<double>() { return 2.220446049250313e-16; }
+
+// Two columns count as orthogonal once |x^H y| <= tol * ||x|| ||y||. The
+// singular values then carry an error of order tol^2 relative to ||X||, so
+// sqrt(rows) * eps is ample and still converges in floating point.
+template <typename R>
+CS_HD R jacobi_tolerance(int rows) {
+  return std::sqrt(R(rows)) * machine_epsilon<R>();
+}
+
+// The plane rotation that makes columns x and y orthogonal, given
+// alpha = ||x||^2, beta = ||y||^2, gamma = x^H y and gabs = |gamma| > 0:
+//     x' = c x - conj(s) y,     y' = s x + c y,      s = sin * gamma / |gamma|.
+// Returns the tangent t, so that ||x'||^2 = alpha - t gabs, ||y'||^2 = beta + t gabs.
+template <typename E>
+CS_HD real_t<E> jacobi_rotation(real_t<E> alpha, real_t<E> beta, E gamma, real_t<E> gabs,
+                                real_t<E>& c, E& s) {
+  using R = real_t<E>;
+  const R zeta = (beta - alpha) / (R(2) * gabs);
+  const R az = std::fabs(zeta);
+  // The smaller root of t^2 + 2 zeta t - 1 = 0; for huge |zeta| use 1/(2|zeta|)
+  // so zeta^2 cannot overflow.
+  R t = az > R(1) / machine_epsilon<R>() ? R(0.5) / az : R(1) / (az + std::sqrt(R(1) + az * az));
+  t = zeta < R(0) ? -t : t;
+  c = R(1) / std::sqrt(R(1) + t * t);
+  s = scale(gamma, c * t / gabs);
+  return t;
+}
+
+// Applies the rotation above to two contiguous vectors of length len.
+template <typename E>
+CS_HD void apply_jacobi_rotation(E* __restrict__ x, E* __restrict__ y, int len, real_t<E> c, E s) {
+  const E sc = conj(s);
+  for (int i = 0; i < len; ++i) {
+    const E xi = x[i];
+    const E yi = y[i];
+    x[i] = sub(scale(xi, c), mul(sc, yi));
+    y[i] = add(mul(s, xi), scale(yi, c));
+  }
+}
+
+// Serial cyclic one-sided Jacobi on a column-major rows x cols matrix X. If V
+// is not null it must hold the cols x cols identity (column-major) and receives
+// the accumulated rotations. norm2 is scratch of length cols. Returns the
+// number of sweeps performed (<= max_sweeps).
+template <typename E>
+CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int max_sweeps) {
+  using R = real_t<E>;
+  const R tol = jacobi_tolerance<R>(rows);
+  int sweep = 0;
+  while (sweep < max_sweeps) {
+    ++sweep;
+    // Recompute the norms every sweep so the cheap in-sweep updates cannot drift.
+    for (int j = 0; j < cols; ++j) {
+      const E* xj = X + static_cast<long>(j) * rows;
+      R acc = R(0);
+      for (int i = 0; i < rows; ++i) acc += abs2(xj[i]);
+      norm2[j] = acc;
+    }
+    bool rotated = false;
+    for (int p = 0; p + 1 < cols; ++p) {
+      E* xp = X + static_cast<long>(p) * rows;
+      for (int q = p + 1; q < cols; ++q) {
+        const R alpha = norm2[p];
+        const R beta = norm2[q];
+        if (alpha == R(0) || beta == R(0)) continue;
+        E* xq = X + static_cast<long>(q) * rows;
+        E gamma = make_real<E>(R(0));
+        for (int i = 0; i < rows; ++i) gamma = add(gamma, conj_mul(xp[i], xq[i]));
+        const R gabs = cabs(gamma);
+        // Negated test so that a NaN never triggers a rotation.
+        if (!(gabs > tol * std::sqrt(alpha) * std::sqrt(beta))) continue;
+        R c;
+        E s;
+        const R t = jacobi_rotation(alpha, beta, gamma, gabs, c, s);
+        apply_jacobi_rotation(xp, xq, rows, c, s);
+        if (V != nullptr) {
+          apply_jacobi_rotation(V + static_cast<long>(p) * cols, V + static_cast<long>(q) * cols, cols, c, s);
+        }
+        const R a_new = alpha - t * gabs;
+        norm2[p] = a_new > R(0) ? a_new : R(0);
+        norm2[q] = beta + t * gabs;
+        rotated = true;
+      }
+    }
+    if (!rotated) break;
+  }
+  return sweep;
+}
+
+// Makes column `target` of the column-major X a unit vector orthogonal to the
+// orthonormal columns prev[0..nprev): used for the left vector of a zero
+// singular value. Tries unit vectors e_0, e_1, ... with two passes of
+// Gram-Schmidt (twice is enough, Kahan) until one keeps norm > 1/2.
+template <typename E>
+CS_HD void complete_orthonormal_column(E* X, int rows, const int* prev, int nprev, int target) {
+  using R = real_t<E>;
+  E* x = X + static_cast<long>(target) * rows;
+  for (int cand = 0; cand < rows; ++cand) {
+    for (int i = 0; i < rows; ++i) x[i] = make_real<E>(i == cand ? R(1) : R(0));
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int o = 0; o < nprev; ++o) {
+        const E* xo = X + static_cast<long>(prev[o]) * rows;
+        E d = make_real<E>(R(0));
+        for (int i = 0; i < rows; ++i) d = add(d, conj_mul(xo[i], x[i]));
+        for (int i = 0; i < rows; ++i) x[i] = sub(x[i], mul(d, xo[i]));
+      }
+    }
+    R nrm = R(0);
+    for (int i = 0; i < rows; ++i) nrm += abs2(x[i]);
+    nrm = std::sqrt(nrm);
+    if (nrm > R(0.5)) {
+      for (int i = 0; i < rows; ++i) x[i] = scale(x[i], R(1) / nrm);
+      return;
+    }
+  }
+}
+
+}  // namespace convspectra

@@ -1,0 +1,227 @@
+// CPU kernels of the batched SVD family: convspectra::svdvals and convspectra::svd.
+//
+// at::parallel_for splits the batch across threads. Each matrix goes through
+// one of two solvers, chosen by its size:
+//  - min(m, n) <= kJacobiMaxCpu: the serial one-sided Jacobi of common/jacobi.h.
+//  - larger: LAPACK gesdd through ATen, one batched call per contiguous run of
+//    finite matrices in the thread's slice. Measured with MKL on x86 (complex64,
+//    per matrix): Jacobi 6 us vs LAPACK 7 us at 8x8, but 30 vs 20 us at 16x16 and
+//    1.0 vs 0.4 ms at 64x64 -- Jacobi does several times the flops of
+//    bidiagonalisation, which only pays on tiny matrices or on a GPU.
+// Matrices containing NaN or Inf get NaN outputs (LAPACK would raise instead).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <tuple>
+#include <vector>
+
+#include "common/jacobi.h"
+
+namespace convspectra {
+namespace {
+
+constexpr int64_t kJacobiMaxCpu = 8;
+
+void check_matrix_input(const at::Tensor& A, const char* op) {
+  TORCH_CHECK(A.dim() >= 2, op, ": A must have at least 2 dimensions (..., m, n), got ", A.dim());
+  TORCH_CHECK(at::isFloatingType(A.scalar_type()) || at::isComplexType(A.scalar_type()), op,
+              ": A must be float32/float64/complex64/complex128, got ", A.scalar_type());
+  TORCH_CHECK(A.scalar_type() != at::kHalf && A.scalar_type() != at::kBFloat16 &&
+                  A.scalar_type() != at::kComplexHalf,
+              op, ": A must be float32/float64/complex64/complex128, got ", A.scalar_type());
+}
+
+template <typename E>
+bool all_finite(const E* a, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) {
+    if (!is_finite(a[i])) return false;
+  }
+  return true;
+}
+
+// Scratch buffers of one thread, reused across its matrices.
+template <typename E>
+struct JacobiScratch {
+  std::vector<E> X, V;
+  std::vector<real_t<E>> norm2, sigma;
+  std::vector<int> order;
+};
+
+// Exact power of two near 1/max|a_ij|: scaling by it is lossless and keeps
+// the squared norms of Jacobi away from overflow and underflow.
+template <typename E>
+real_t<E> power_of_two_scale(const E* a, int64_t len) {
+  using R = real_t<E>;
+  R amax = R(0);
+  for (int64_t i = 0; i < len; ++i) amax = std::max(amax, cabs(a[i]));
+  if (amax == R(0)) return R(1);
+  int e;
+  std::frexp(amax, &e);
+  return std::ldexp(R(1), -e);
+}
+
+// SVD of one row-major m x n matrix A by one-sided Jacobi. S gets the k =
+// min(m, n) singular values in descending order; if U and Vh are not null they
+// get the row-major m x k and k x n factors of the reduced SVD.
+template <typename E>
+void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiScratch<E>& w) {
+  using R = real_t<E>;
+  const bool tall = m >= n;
+  const int rows = tall ? m : n;  // Jacobi works on X = A (tall) or X = A^H (wide)
+  const int cols = tall ? n : m;
+  const bool want_uv = U != nullptr;
+  const R sc = power_of_two_scale(A, int64_t(m) * n);
+  w.X.resize(size_t(rows) * cols);
+  E* X = w.X.data();
+  if (tall) {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) X[size_t(j) * m + i] = scale(A[size_t(i) * n + j], sc);
+  } else {
+    // Column-major A^H has the memory of A, conjugated.
+    for (size_t i = 0; i < size_t(m) * n; ++i) X[i] = scale(conj(A[i]), sc);
+  }
+  E* V = nullptr;
+  if (want_uv) {
+    w.V.assign(size_t(cols) * cols, make_real<E>(R(0)));
+    for (int j = 0; j < cols; ++j) w.V[size_t(j) * cols + j] = make_real<E>(R(1));
+    V = w.V.data();
+  }
+  w.norm2.resize(cols);
+  one_sided_jacobi(X, rows, cols, V, w.norm2.data(), kMaxJacobiSweeps);
+
+  w.sigma.resize(cols);
+  for (int j = 0; j < cols; ++j) {
+    R acc = R(0);
+    for (int i = 0; i < rows; ++i) acc += abs2(X[size_t(j) * rows + i]);
+    w.sigma[j] = std::sqrt(acc);
+  }
+  w.order.resize(cols);
+  std::iota(w.order.begin(), w.order.end(), 0);
+  std::stable_sort(w.order.begin(), w.order.end(), [&](int a, int b) { return w.sigma[a] > w.sigma[b]; });
+  for (int r = 0; r < cols; ++r) S[r] = w.sigma[w.order[r]] / sc;
+  if (!want_uv) return;
+
+  // Left vectors of X: its columns normalised. A zero singular value leaves a
+  // zero column; complete it to an orthonormal set (Gram-Schmidt on unit vectors).
+  for (int r = 0; r < cols; ++r) {
+    const int j = w.order[r];
+    E* xj = X + size_t(j) * rows;
+    const R sj = w.sigma[j];
+    if (sj > R(0)) {
+      for (int i = 0; i < rows; ++i) xj[i] = scale(xj[i], R(1) / sj);
+      continue;
+    }
+    complete_orthonormal_column(X, rows, w.order.data(), r, j);
+  }
+  // X = Ux S Vx^H. Tall: U = Ux, Vh = Vx^H.  Wide (X = A^H): U = Vx, Vh = Ux^H.
+  const int k = cols;
+  for (int r = 0; r < k; ++r) {
+    const int j = w.order[r];
+    const E* ux = X + size_t(j) * rows;  // column j of Ux, length rows
+    const E* vx = V + size_t(j) * cols;  // column j of Vx, length cols
+    if (tall) {
+      for (int i = 0; i < m; ++i) U[size_t(i) * k + r] = ux[i];
+      for (int l = 0; l < n; ++l) Vh[size_t(r) * n + l] = conj(vx[l]);
+    } else {
+      for (int i = 0; i < m; ++i) U[size_t(i) * k + r] = vx[i];
+      for (int l = 0; l < n; ++l) Vh[size_t(r) * n + l] = conj(ux[l]);
+    }
+  }
+}
+
+// The C++ element type that matches a torch dtype's memory layout.
+template <typename scalar_t> struct ElementOf { using type = scalar_t; };
+template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
+
+// Runs fn(b0, b1, finite) over maximal runs [b0, b1) of matrices that are all
+// finite or all non-finite, inside one thread's slice [begin, end).
+template <typename E, typename Fn>
+void for_each_finite_run(const E* a, int64_t mat, int64_t begin, int64_t end, Fn fn) {
+  int64_t b0 = begin;
+  while (b0 < end) {
+    const bool finite = all_finite(a + b0 * mat, mat);
+    int64_t b1 = b0 + 1;
+    while (b1 < end && all_finite(a + b1 * mat, mat) == finite) ++b1;
+    fn(b0, b1, finite);
+    b0 = b1;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
+  check_matrix_input(A_in, op);
+  TORCH_CHECK(A_in.device().is_cpu(), op, ": expected a CPU tensor");
+  const int64_t m = A_in.size(-2), n = A_in.size(-1), k = std::min(m, n);
+  auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
+  const auto real_dtype = c10::toRealValueType(A_in.scalar_type());
+  auto shape_with = [&](int64_t a, int64_t b) {
+    auto s = batch_shape;
+    s.push_back(a);
+    if (b >= 0) s.push_back(b);
+    return s;
+  };
+  at::Tensor S = at::empty(shape_with(k, -1), A_in.options().dtype(real_dtype));
+  at::Tensor U = want_uv ? at::empty(shape_with(m, k), A_in.options()) : at::Tensor();
+  at::Tensor Vh = want_uv ? at::empty(shape_with(k, n), A_in.options()) : at::Tensor();
+  if (A_in.numel() == 0 || k == 0) return {U, S, Vh};
+
+  const at::Tensor A = A_in.reshape({-1, m, n}).contiguous();
+  const int64_t batch = A.size(0), mat = m * n;
+  at::Tensor S3 = S.view({batch, k});
+  at::Tensor U3 = want_uv ? U.view({batch, m, k}) : at::Tensor();
+  at::Tensor Vh3 = want_uv ? Vh.view({batch, k, n}) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(A.scalar_type(), "convspectra_svd_cpu", [&] {
+    using E = typename ElementOf<scalar_t>::type;
+    using R = real_t<E>;
+    const E* a = reinterpret_cast<const E*>(A.const_data_ptr<scalar_t>());
+    R* s = S3.mutable_data_ptr<R>();
+    E* u = want_uv ? reinterpret_cast<E*>(U3.mutable_data_ptr<scalar_t>()) : nullptr;
+    E* vh = want_uv ? reinterpret_cast<E*>(Vh3.mutable_data_ptr<scalar_t>()) : nullptr;
+    const int64_t grain = std::max<int64_t>(1, 4096 / (mat + 1));
+    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+      JacobiScratch<E> scratch;
+      for_each_finite_run(a, mat, begin, end, [&](int64_t b0, int64_t b1, bool finite) {
+        if (!finite) {
+          S3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
+          if (want_uv) {
+            U3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
+            Vh3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
+          }
+        } else if (k <= kJacobiMaxCpu) {
+          for (int64_t b = b0; b < b1; ++b) {
+            jacobi_svd_one<E>(a + b * mat, int(m), int(n), s + b * k, want_uv ? u + b * m * k : nullptr,
+                              want_uv ? vh + b * k * n : nullptr, scratch);
+          }
+        } else if (want_uv) {
+          auto [Ub, Sb, Vhb] = at::linalg_svd(A.narrow(0, b0, b1 - b0), /*full_matrices=*/false);
+          S3.narrow(0, b0, b1 - b0).copy_(Sb);
+          U3.narrow(0, b0, b1 - b0).copy_(Ub);
+          Vh3.narrow(0, b0, b1 - b0).copy_(Vhb);
+        } else {
+          S3.narrow(0, b0, b1 - b0).copy_(at::linalg_svdvals(A.narrow(0, b0, b1 - b0)));
+        }
+      });
+    });
+  });
+  return {U, S, Vh};
+}
+
+at::Tensor svdvals_cpu(const at::Tensor& A) {
+  return std::get<1>(svd_cpu_impl(A, /*want_uv=*/false, "convspectra::svdvals"));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& A) {
+  return svd_cpu_impl(A, /*want_uv=*/true, "convspectra::svd");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(convspectra, CPU, m) {
+  m.impl("svdvals", &svdvals_cpu);
+  m.impl("svd", &svd_cpu);
+}
+
+}  // namespace convspectra

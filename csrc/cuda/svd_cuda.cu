@@ -1,0 +1,324 @@
+// CUDA kernels of the batched SVD family (convspectra::svdvals, convspectra::svd).
+//
+// One thread block per matrix (grid-stride over the batch). The working copy X
+// (and V when vectors are wanted) lives in shared memory when it fits, else in
+// a per-block slice of a global workspace. Each sweep of the one-sided Jacobi
+// method is split into P - 1 rounds of P / 2 disjoint column pairs (the
+// round-robin "circle" ordering, P = cols rounded up to even); each warp
+// rotates one pair at a time, so a round needs one __syncthreads only.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "common/jacobi.h"
+#include "cuda/svd_cuda.h"
+
+namespace convspectra {
+namespace cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxWarps = 16;
+
+template <typename R>
+__device__ __forceinline__ R warp_sum(R v) {
+#pragma unroll
+  for (int off = kWarp / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+template <typename R>
+__device__ __forceinline__ R warp_max(R v) {
+#pragma unroll
+  for (int off = kWarp / 2; off > 0; off /= 2) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v, T*) { return warp_sum(v); }
+template <typename T>
+__device__ __forceinline__ Complex<T> warp_sum(Complex<T> v, Complex<T>*) {
+  return {warp_sum(v.re), warp_sum(v.im)};
+}
+
+// Where each array of one matrix lives, relative to its storage. X and V are
+// in shared memory (after the small arrays) or in the global workspace.
+struct Layout {
+  size_t sigma, order, red, x, v, shared_bytes, global_elems;
+};
+
+template <typename E>
+__host__ __device__ Layout make_layout(int rows, int cols, bool want_uv, bool in_shared) {
+  using R = real_t<E>;
+  Layout L{};
+  auto align = [](size_t off, size_t a) { return (off + a - 1) / a * a; };
+  size_t off = 0;
+  L.sigma = off;  // R[cols]
+  off = align(off + sizeof(R) * cols, 8);
+  L.order = off;  // int[cols]
+  off = align(off + sizeof(int) * cols, 8);
+  L.red = off;  // R[kMaxWarps]: block reductions
+  off = align(off + sizeof(R) * kMaxWarps, 16);
+  const size_t xe = size_t(rows) * cols, ve = want_uv ? size_t(cols) * cols : 0;
+  if (in_shared) {
+    L.x = off;
+    L.v = off + sizeof(E) * xe;
+    off += sizeof(E) * (xe + ve);
+    L.global_elems = 0;
+  } else {
+    L.x = 0;  // element offsets within the block's workspace slice
+    L.v = xe;
+    L.global_elems = xe + ve;
+  }
+  L.shared_bytes = off;
+  return L;
+}
+
+template <typename E, bool kWantUV>
+__global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m, int n, real_t<E>* __restrict__ S,
+                                  E* __restrict__ U, E* __restrict__ Vh, E* __restrict__ gwork, bool in_shared) {
+  using R = real_t<E>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const bool tall = m >= n;
+  const int rows = tall ? m : n, cols = tall ? n : m, k = cols;
+  const Layout L = make_layout<E>(rows, cols, kWantUV, in_shared);
+  R* sigma = reinterpret_cast<R*>(smem + L.sigma);
+  int* order = reinterpret_cast<int*>(smem + L.order);
+  R* red = reinterpret_cast<R*>(smem + L.red);
+  E* X = in_shared ? reinterpret_cast<E*>(smem + L.x) : gwork + size_t(blockIdx.x) * L.global_elems;
+  E* V = in_shared ? reinterpret_cast<E*>(smem + L.v) : X + L.v;
+
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp, nwarps = blockDim.x / kWarp;
+  const int P = cols + (cols & 1);  // an odd count gets a dummy column, index cols
+  const R tol = jacobi_tolerance<R>(rows);
+  const int64_t mat = int64_t(m) * n;
+
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const E* a = A + b * mat;
+    // 1. Finite check and max |a_ij| for a lossless power-of-two prescale.
+    R amax = R(0);
+    int bad = 0;
+    for (int64_t i = tid; i < mat; i += blockDim.x) {
+      const E x = a[i];
+      bad |= !is_finite(x);
+      amax = fmax(amax, cabs(x));
+    }
+    bad = __syncthreads_or(bad);
+    amax = warp_max(amax);
+    if (lane == 0) red[warp] = amax;
+    __syncthreads();
+    amax = R(0);
+    for (int w = 0; w < nwarps; ++w) amax = fmax(amax, red[w]);
+    __syncthreads();  // red is reused below
+    if (bad) {
+      const R nan = R(0) / R(0);
+      for (int r = tid; r < k; r += blockDim.x) S[b * k + r] = nan;
+      if (kWantUV) {
+        for (int64_t i = tid; i < int64_t(m) * k; i += blockDim.x) U[b * m * k + i] = make_real<E>(nan);
+        for (int64_t i = tid; i < int64_t(k) * n; i += blockDim.x) Vh[b * k * n + i] = make_real<E>(nan);
+      }
+      continue;
+    }
+    int e = 0;
+    if (amax > R(0)) frexp(amax, &e);
+    const R sc = ldexp(R(1), -e);
+
+    // 2. X = A (tall) or A^H (wide), column-major and scaled; V = I.
+    for (int64_t idx = tid; idx < mat; idx += blockDim.x) {
+      if (tall) {
+        const int i = int(idx / n), j = int(idx % n);
+        X[size_t(j) * m + i] = scale(a[idx], sc);
+      } else {
+        X[idx] = scale(conj(a[idx]), sc);
+      }
+    }
+    if (kWantUV) {
+      for (int idx = tid; idx < cols * cols; idx += blockDim.x)
+        V[idx] = make_real<E>(idx % cols == idx / cols ? R(1) : R(0));
+    }
+    __syncthreads();
+
+    // 3. Sweeps of P - 1 rounds; stop when a whole sweep rotated nothing.
+    for (int sweep = 0; sweep < kMaxJacobiSweeps; ++sweep) {
+      int rotated = 0;
+      for (int round = 0; round < P - 1; ++round) {
+        for (int pair = warp; pair < P / 2; pair += nwarps) {
+          int p, q;
+          if (pair == 0) {
+            p = P - 1;
+            q = round;
+          } else {
+            p = (round + pair) % (P - 1);
+            q = (round - pair + P - 1) % (P - 1);
+          }
+          if (p > q) {
+            const int t = p;
+            p = q;
+            q = t;
+          }
+          if (q >= cols) continue;  // paired with the dummy column
+          E* xp = X + size_t(p) * rows;
+          E* xq = X + size_t(q) * rows;
+          R alpha = R(0), beta = R(0);
+          E gamma = make_real<E>(R(0));
+          for (int i = lane; i < rows; i += kWarp) {
+            alpha += abs2(xp[i]);
+            beta += abs2(xq[i]);
+            gamma = add(gamma, conj_mul(xp[i], xq[i]));
+          }
+          alpha = warp_sum(alpha);
+          beta = warp_sum(beta);
+          gamma = warp_sum(gamma, static_cast<E*>(nullptr));
+          const R gabs = cabs(gamma);
+          // Negated test: a NaN (impossible after the check above) never rotates.
+          if (alpha == R(0) || beta == R(0) || !(gabs > tol * sqrt(alpha) * sqrt(beta))) continue;
+          R c;
+          E s;
+          jacobi_rotation(alpha, beta, gamma, gabs, c, s);
+          const E sc_conj = conj(s);
+          for (int i = lane; i < rows; i += kWarp) {
+            const E xi = xp[i], yi = xq[i];
+            xp[i] = sub(scale(xi, c), mul(sc_conj, yi));
+            xq[i] = add(mul(s, xi), scale(yi, c));
+          }
+          if (kWantUV) {
+            E* vp = V + size_t(p) * cols;
+            E* vq = V + size_t(q) * cols;
+            for (int i = lane; i < cols; i += kWarp) {
+              const E xi = vp[i], yi = vq[i];
+              vp[i] = sub(scale(xi, c), mul(sc_conj, yi));
+              vq[i] = add(mul(s, xi), scale(yi, c));
+            }
+          }
+          rotated = 1;
+        }
+        __syncthreads();
+      }
+      if (!__syncthreads_or(rotated)) break;
+    }
+
+    // 4. sigma_j = ||x_j||, then the descending order by ranking.
+    for (int j = warp; j < cols; j += nwarps) {
+      R acc = R(0);
+      for (int i = lane; i < rows; i += kWarp) acc += abs2(X[size_t(j) * rows + i]);
+      acc = warp_sum(acc);
+      if (lane == 0) sigma[j] = sqrt(acc);
+    }
+    __syncthreads();
+    for (int j = tid; j < cols; j += blockDim.x) {
+      const R sj = sigma[j];
+      int rank = 0;
+      for (int i = 0; i < cols; ++i) rank += (sigma[i] > sj) || (sigma[i] == sj && i < j);
+      order[rank] = j;
+    }
+    __syncthreads();
+    for (int r = tid; r < k; r += blockDim.x) S[b * k + r] = sigma[order[r]] / sc;
+
+    if (kWantUV) {
+      // 5. Normalise the columns of X; complete zero ones (rare: thread 0).
+      for (int64_t idx = tid; idx < int64_t(rows) * cols; idx += blockDim.x) {
+        const R sj = sigma[idx / rows];
+        if (sj > R(0)) X[idx] = scale(X[idx], R(1) / sj);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        for (int r = 0; r < cols; ++r)
+          if (!(sigma[order[r]] > R(0))) complete_orthonormal_column(X, rows, order, r, order[r]);
+      }
+      __syncthreads();
+      // 6. X = Ux S Vx^H. Tall: U = Ux, Vh = Vx^H. Wide (X = A^H): U = Vx, Vh = Ux^H.
+      for (int64_t idx = tid; idx < int64_t(m) * k; idx += blockDim.x) {
+        const int i = int(idx / k), r = int(idx % k);
+        U[b * m * k + idx] = tall ? X[size_t(order[r]) * rows + i] : V[size_t(order[r]) * cols + i];
+      }
+      for (int64_t idx = tid; idx < int64_t(k) * n; idx += blockDim.x) {
+        const int r = int(idx / n), l = int(idx % n);
+        Vh[b * k * n + idx] = conj(tall ? V[size_t(order[r]) * cols + l] : X[size_t(order[r]) * rows + l]);
+      }
+    }
+    __syncthreads();  // shared arrays are reused by the next matrix
+  }
+}
+
+struct LaunchPlan {
+  bool in_shared;
+  int threads;
+  int blocks;
+  size_t shared_bytes;
+  size_t workspace_bytes;
+};
+
+template <typename E>
+cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& plan) {
+  int dev = 0, smem_optin = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err != cudaSuccess) return err;
+  const int rows = std::max(m, n), cols = std::min(m, n);
+  const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
+  plan.in_shared = shared_layout.shared_bytes <= size_t(smem_optin);
+  const int pairs = (cols + 1) / 2;
+  plan.threads = kWarp * std::max(1, std::min(kMaxWarps, pairs));
+  if (plan.in_shared) {
+    plan.shared_bytes = shared_layout.shared_bytes;
+    plan.blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
+    plan.workspace_bytes = 0;
+  } else {
+    // Large matrices: a few resident blocks per SM, each with its own slice.
+    const Layout g = make_layout<E>(rows, cols, want_uv, false);
+    plan.shared_bytes = g.shared_bytes;
+    plan.blocks = int(std::min<int64_t>(batch, int64_t(sms) * 4));
+    plan.workspace_bytes = size_t(plan.blocks) * g.global_elems * sizeof(E);
+  }
+  return cudaSuccess;
+}
+
+template <typename E>
+cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh, void* workspace,
+                   size_t workspace_bytes, cudaStream_t stream) {
+  if (batch == 0 || m == 0 || n == 0) return cudaSuccess;
+  const bool want_uv = U != nullptr;
+  LaunchPlan plan{};
+  cudaError_t err = make_plan<E>(batch, m, n, want_uv, plan);
+  if (err != cudaSuccess) return err;
+  if (workspace_bytes < plan.workspace_bytes) return cudaErrorInvalidValue;
+  auto kernel = want_uv ? jacobi_svd_kernel<E, true> : jacobi_svd_kernel<E, false>;
+  if (plan.shared_bytes > 48 * 1024) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.shared_bytes));
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<plan.blocks, plan.threads, plan.shared_bytes, stream>>>(
+      static_cast<const E*>(A), batch, m, n, static_cast<real_t<E>*>(S), static_cast<E*>(U), static_cast<E*>(Vh),
+      static_cast<E*>(workspace), plan.in_shared);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t jacobi_svd_workspace_bytes(ScalarKind kind, int64_t batch, int m, int n, bool want_uv) {
+  LaunchPlan plan{};
+  cudaError_t err = cudaSuccess;
+  switch (kind) {
+    case ScalarKind::kFloat: err = make_plan<float>(batch, m, n, want_uv, plan); break;
+    case ScalarKind::kDouble: err = make_plan<double>(batch, m, n, want_uv, plan); break;
+    case ScalarKind::kComplexFloat: err = make_plan<Complex<float>>(batch, m, n, want_uv, plan); break;
+    case ScalarKind::kComplexDouble: err = make_plan<Complex<double>>(batch, m, n, want_uv, plan); break;
+  }
+  return err == cudaSuccess ? plan.workspace_bytes : 0;
+}
+
+cudaError_t jacobi_svd(ScalarKind kind, const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  switch (kind) {
+    case ScalarKind::kFloat: return launch<float>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+    case ScalarKind::kDouble: return launch<double>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+    case ScalarKind::kComplexFloat:
+      return launch<Complex<float>>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+    case ScalarKind::kComplexDouble:
+      return launch<Complex<double>>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace convspectra

@@ -1,0 +1,12 @@
+// The op catalogue: every convspectra op schema, in one place. Kernels are
+// registered per device in cpu/ and cuda/; autograd and shape (fake) functions
+// are registered from Python (python/convspectra/_ops.py).
+#include <torch/library.h>
+
+TORCH_LIBRARY(convspectra, m) {
+  // Singular values of a batch of (..., m, n) real or complex matrices,
+  // descending, shape (..., min(m, n)), real dtype.
+  m.def("svdvals(Tensor A) -> Tensor");
+  // Reduced SVD A = U diag(S) Vh: U (..., m, k), S (..., k), Vh (..., k, n).
+  m.def("svd(Tensor A) -> (Tensor U, Tensor S, Tensor Vh)");
+}

@@ -1,0 +1,121 @@
+"""Plain-PyTorch reference implementations: the oracle of the tests and the
+fallback when the compiled library is unavailable.
+
+They are written the way published code computes these quantities
+(``torch.linalg.svdvals`` of ``fft2``), favouring clarity over speed and
+memory. Conventions (MATH.md): a weight is a real ``(c_out, c_in, kh, kw)``
+conv2d kernel; the layer is ``torch.nn.functional.conv2d`` (a
+cross-correlation) on an ``H x W`` input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+
+__all__ = [
+    "symbol",
+    "singular_values",
+    "svd",
+    "spectral_norm",
+    "svdvals",
+    "polyphase",
+    "conv",
+    "dense_operator",
+]
+
+
+def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
+    """The multi-channel symbol on the full DFT grid.
+
+    ``F[u, v] = sum_{s,t} weight[:, :, s, t] exp(-2 pi i (u s / H + v t / W))``,
+    returned as a complex ``(H, W, c_out, c_in)`` tensor; equal to
+    ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)``.
+    """
+    _checks.check_weight(weight)
+    H, W = _checks.input_size_pair(input_size, weight)
+    return torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)
+
+
+def polyphase(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """The stride-1 kernel equivalent to a stride-``s`` conv (MATH.md 3).
+
+    Splitting the input into its ``s*s`` phases turns a stride-``s`` conv into
+    a stride-1 conv from ``c_in*s*s`` channels on the ``H/s x W/s`` grid, with
+    ``K'[o, (c, p, q), a, b] = K[o, c, s*a + p, s*b + q]`` (zero beyond the
+    kernel). For circular padding the two operators differ by a permutation
+    of the input, so they have the same singular values.
+    """
+    s = stride
+    if s == 1:
+        return weight
+    c_out, c_in, kh, kw = weight.shape
+    kh2, kw2 = -(-kh // s), -(-kw // s)
+    padded = weight.new_zeros(c_out, c_in, kh2 * s, kw2 * s)
+    padded[:, :, :kh, :kw] = weight
+    # (o, c, a, p, b, q) -> (o, c, p, q, a, b)
+    out = padded.reshape(c_out, c_in, kh2, s, kw2, s).permute(0, 1, 3, 5, 2, 4)
+    return out.reshape(c_out, c_in * s * s, kh2, kw2)
+
+
+def singular_values(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
+    """Exact singular values of the circular conv layer (Sedghi et al. 2019),
+    sorted descending: ``H*W*min(c_in, c_out)`` values (stride ``s``: those of
+    the polyphase kernel on the ``H/s x W/s`` grid)."""
+    _checks.check_weight(weight)
+    H, W = _checks.input_size_pair(input_size, weight)
+    if _checks.check_padding(padding) != "circular":
+        raise NotImplementedError("reference.singular_values: only padding='circular' is implemented")
+    s = _checks.check_stride(stride, H, W)
+    weight = polyphase(weight, s)
+    sym = torch.fft.fft2(weight, s=(H // s, W // s)).permute(2, 3, 0, 1)
+    return torch.linalg.svdvals(sym).flatten().sort(descending=True).values
+
+
+def svd(weight: torch.Tensor, input_size):
+    """Per-frequency reduced SVD of the symbol: U (H,W,c_out,r), S (H,W,r), Vh (H,W,r,c_in)."""
+    return torch.linalg.svd(symbol(weight, input_size), full_matrices=False)
+
+
+def spectral_norm(weight: torch.Tensor, input_size, padding: str = "circular", method: str = "exact") -> torch.Tensor:
+    """Exact spectral norm of the circular layer: the largest per-frequency singular value."""
+    if _checks.check_padding(padding) != "circular" or method != "exact":
+        raise NotImplementedError("reference.spectral_norm: only padding='circular', method='exact'")
+    return torch.linalg.svdvals(symbol(weight, input_size)).max()
+
+
+def svdvals(A: torch.Tensor) -> torch.Tensor:
+    """Batched singular values, descending (``torch.linalg.svdvals``)."""
+    _checks.check_matrices(A)
+    return torch.linalg.svdvals(A)
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, padding: str = "circular", stride: int = 1) -> torch.Tensor:
+    """The layer itself. Circular: pad ``k//2`` before and ``(k-1)//2`` after,
+    then conv2d. Zeros: the 'same' padding of ``conv2d(padding="same")``
+    (``(k-1)//2`` before), then conv2d with the stride."""
+    kh, kw = weight.shape[-2:]
+    if padding == "circular":
+        pads = (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)
+        return F.conv2d(F.pad(x, pads, mode="circular"), weight, stride=stride)
+    if stride == 1:
+        return F.conv2d(x, weight, padding="same")
+    pads = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    return F.conv2d(F.pad(x, pads), weight, stride=stride)
+
+
+def dense_operator(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
+    """The dense matrix ``T`` of the layer, ``(c_out*Ho*Wo) x (c_in*H*W)``
+    (MATH.md 7): the layer applied to every basis image. Ground truth for the
+    tests; practical up to ``c_in*H*W`` of a few thousand."""
+    _checks.check_weight(weight)
+    H, W = _checks.input_size_pair(input_size, weight)
+    padding = _checks.check_padding(padding)
+    s = _checks.check_stride(stride, H, W)
+    c_in = weight.shape[1]
+    n = c_in * H * W
+    basis = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, c_in, H, W)
+    out = conv(basis, weight, padding, s)  # (n, c_out, Ho, Wo): column j of T
+    return out.reshape(n, -1).T
