@@ -147,6 +147,9 @@ if COMPILED:
     )
 
     def _svd_setup_context(ctx, inputs, output):
+        # Unused outputs must arrive as None, not zeros: a loss of S alone then
+        # skips the 1 / (s_j^2 - s_i^2) terms (infinite for repeated values).
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*output)
 
     def _svd_backward(ctx, gU, gS, gVh):

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+
+# Every device test runs on the CPU and, where a GPU exists, on CUDA; without a
+# GPU the CUDA cases show up as skipped rather than vanishing.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")),
+]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64 on the CPU."""
+    a = a.detach().to("cpu", torch.complex128 if a.is_complex() else torch.float64)
+    b = b.detach().to("cpu", torch.complex128 if b.is_complex() else torch.float64)
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)

@@ -1,0 +1,167 @@
+"""The conv-layer spectrum against the dense operator of the layer (MATH.md 7)."""
+
+import pytest
+import torch
+
+import convspectra as cs
+from convspectra import spectrum
+from conftest import DEVICES, rel_err
+
+# (c_out, c_in, kh, kw, H, W): c_out != c_in both ways, odd and even and
+# non-square kernels, k = 1, H != W, odd and even W (half-grid multiplicities),
+# and channel counts on both sides of the CPU's Jacobi / LAPACK crossover.
+CASES = [
+    (3, 5, 3, 3, 6, 7),
+    (5, 3, 2, 2, 5, 6),
+    (4, 4, 1, 1, 5, 4),
+    (2, 6, 4, 3, 7, 5),
+    (6, 2, 5, 5, 8, 8),
+    (8, 8, 3, 3, 9, 6),
+    (1, 1, 3, 3, 4, 4),
+    (12, 10, 3, 3, 6, 5),
+    (3, 3, 2, 2, 2, 2),
+]
+
+
+def dense_svdvals(weight, input_size, stride=1):
+    T = cs.reference.dense_operator(weight.double().cpu(), input_size, "circular", stride)
+    return torch.linalg.svdvals(T)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_circular_spectrum_equals_dense_operator(device, dtype, tol, case):
+    c_out, c_in, kh, kw, H, W = case
+    weight = torch.randn(c_out, c_in, kh, kw, dtype=dtype, device=device)
+    ours = cs.singular_values(weight, (H, W))
+    assert ours.shape == (H * W * min(c_out, c_in),)
+    assert ours.dtype == dtype and ours.device == weight.device
+    exact = dense_svdvals(weight, (H, W))
+    assert rel_err(ours, exact[: ours.numel()]) < tol
+    assert bool((ours[:-1] >= ours[1:]).all())
+    assert rel_err(cs.singular_values(weight, (H, W)), cs.reference.singular_values(weight, (H, W))) < tol
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "case",
+    [(4, 3, 3, 3, 8, 6, 2), (3, 2, 4, 4, 6, 6, 3), (2, 2, 1, 1, 4, 4, 2), (2, 5, 5, 3, 6, 4, 2), (8, 2, 3, 3, 4, 4, 2)],
+    ids=lambda c: "x".join(map(str, c)),
+)
+def test_strided_spectrum_equals_dense_operator(device, case):
+    c_out, c_in, kh, kw, H, W, s = case
+    weight = torch.randn(c_out, c_in, kh, kw, dtype=torch.float64, device=device)
+    ours = cs.singular_values(weight, (H, W), stride=s)
+    exact = dense_svdvals(weight, (H, W), stride=s)
+    assert ours.numel() == (H // s) * (W // s) * min(c_out, c_in * s * s) == exact.numel()
+    assert rel_err(ours, exact) < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_symbol_is_fft2_of_the_kernel(device):
+    weight = torch.randn(3, 4, 3, 2, dtype=torch.float64, device=device)
+    S = cs.symbol(weight, (5, 6))
+    assert S.shape == (5, 6, 3, 4)
+    assert torch.equal(S, torch.fft.fft2(weight, s=(5, 6)).permute(2, 3, 0, 1))
+    # the half-grid chunks used by singular_values evaluate the same symbol
+    cols, _ = spectrum._half_grid_columns(weight, 6)
+    Eu = spectrum._dft_phases(torch.arange(5, device=device), 5, 3, cols.dtype)
+    assert rel_err(spectrum._symbol_rows(cols, Eu), S[:, :4]) < 1e-14
+    # F is the transfer function of the circular *convolution* with the taps:
+    # ifft2(F(w) fft2(x)) equals conv2d (a correlation) with the flipped kernel.
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, device=device)
+    y_fft = torch.fft.ifft2(torch.einsum("uvoi,biuv->bouv", S, torch.fft.fft2(x))).real
+    pads = (weight.shape[-1] - 1, 0, weight.shape[-2] - 1, 0)
+    y_conv = torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads, mode="circular"), weight.flip(-1, -2))
+    assert rel_err(y_fft, y_conv) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_path_matches_and_is_bounded(device, monkeypatch):
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    full = cs.singular_values(weight, (9, 8))
+    (g_full,) = torch.autograd.grad((full * torch.linspace(0, 1, full.numel(), device=device)).sum(), weight)
+
+    limit = 5 * 4 * 5  # one frequency row of the half grid (W//2 + 1 = 5)
+    monkeypatch.setattr(spectrum, "CHUNK_ELEMENTS", limit)
+    seen = []
+    real_svdvals, real_svd = spectrum._ops.svdvals, spectrum._ops.svd
+
+    def spy(fn):
+        def wrapped(A):
+            seen.append(A.numel())
+            return fn(A)
+        return wrapped
+
+    monkeypatch.setattr(spectrum._ops, "svdvals", spy(real_svdvals))
+    monkeypatch.setattr(spectrum._ops, "svd", spy(real_svd))
+    chunked = cs.singular_values(weight, (9, 8))
+    (g_chunked,) = torch.autograd.grad((chunked * torch.linspace(0, 1, full.numel(), device=device)).sum(), weight)
+    assert len(seen) == 2 * 9 and max(seen) <= limit  # 9 chunks forward, 9 backward
+    assert rel_err(chunked, full) < 1e-14
+    assert rel_err(g_chunked, g_full) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,size", [((3, 4, 3, 3), (5, 6)), ((4, 2, 2, 3), (4, 5)), ((2, 2, 1, 1), (3, 3))])
+def test_singular_values_gradcheck(device, shape, size):
+    weight = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
+    probe = torch.randn(size[0] * size[1] * min(shape[:2]), dtype=torch.float64, device=device)
+    assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, size) * probe, (weight,))
+    # and the same gradient as autograd through the reference
+    (g_ours,) = torch.autograd.grad((cs.singular_values(weight, size) * probe).sum(), weight)
+    (g_ref,) = torch.autograd.grad((cs.reference.singular_values(weight, size) * probe).sum(), weight)
+    assert rel_err(g_ours, g_ref) < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_gradcheck(device):
+    weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (4, 6), stride=2), (weight,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_norm_exact_circular(device, dtype):
+    weight = torch.randn(6, 4, 3, 3, dtype=dtype, device=device, requires_grad=True)
+    norm = cs.spectral_norm(weight, (7, 8))
+    assert norm.dim() == 0
+    exact = torch.linalg.matrix_norm(cs.reference.dense_operator(weight.detach().double().cpu(), (7, 8)), ord=2)
+    assert abs(norm.item() / exact.item() - 1) < (1e-6 if dtype == torch.float32 else 1e-12)
+    norm.backward()
+    # the gradient of sigma_max is the outer product u v^T of the dense operator's top pair
+    weight64 = weight.detach().double().requires_grad_(True)
+    torch.linalg.matrix_norm(cs.reference.dense_operator(weight64.cpu(), (7, 8)), ord=2).backward()
+    assert rel_err(weight.grad, weight64.grad) < (1e-4 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_spectral_norm_gradcheck(device):
+    weight = torch.randn(3, 3, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: cs.spectral_norm(w, (5, 5)), (weight,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_svd_of_the_symbol(device):
+    weight = torch.randn(5, 3, 3, 3, dtype=torch.float64, device=device)
+    U, S, Vh = cs.svd(weight, (4, 5))
+    assert U.shape == (4, 5, 5, 3) and S.shape == (4, 5, 3) and Vh.shape == (4, 5, 3, 3)
+    assert rel_err(U @ torch.diag_embed(S.to(U.dtype)) @ Vh, cs.symbol(weight, (4, 5))) < 1e-12
+    assert rel_err(S.flatten().sort(descending=True).values, cs.singular_values(weight, (4, 5))) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_weight_gives_nan(device):
+    weight = torch.randn(3, 3, 3, 3, device=device)
+    weight[0, 0, 1, 1] = float("nan")
+    assert torch.isnan(cs.singular_values(weight, (5, 5))).all()
+    assert torch.isnan(cs.spectral_norm(weight, (5, 5)))
+
+
+def test_compile_fullgraph():
+    weight = torch.randn(4, 3, 3, 3)
+    compiled = torch.compile(cs.singular_values, fullgraph=True)
+    assert rel_err(compiled(weight, (6, 5)), cs.singular_values(weight, (6, 5))) < 1e-6
+    compiled_norm = torch.compile(cs.spectral_norm, fullgraph=True)
+    assert rel_err(compiled_norm(weight, (6, 5)), cs.spectral_norm(weight, (6, 5))) < 1e-6
