@@ -1,0 +1,372 @@
+"""Microbenchmarks: convspectra against the plain-PyTorch reference (BENCH.md).
+
+    python -m convspectra.bench [--quick] [--device cpu|cuda] [--json FILE]
+
+Each row times the same computation both ways on the same random inputs
+(several input sets, rotated), reports medians, the ratio reference / ours
+(higher is better), the peak memory of each, the relative difference of the
+results, and for GPU rows the achieved fraction of the measured copy bandwidth.
+Timing: torch.utils.benchmark on the CPU (all threads), CUDA events on the GPU.
+CPU peak memory is the rise of the process's resident high-water mark (Linux),
+GPU peak memory the rise of torch's allocator peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+import convspectra as cs
+
+N_INPUT_SETS = 3
+
+
+@dataclass
+class Case:
+    family: str
+    name: str
+    shape: str
+    make_inputs: Callable[[torch.device], tuple]
+    ours: Callable[..., torch.Tensor]
+    reference: Callable[..., torch.Tensor]
+    bytes_moved: int  # the fewest bytes our kernel path must move (for GPU fractions)
+    quick: bool = False
+    direction: str = "forward"
+    tol: float = 1e-4
+    meta: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- cases
+GRID = [(16, 32), (64, 32), (128, 16), (256, 8), (512, 4)]
+# ResNet-18's convs at the sizes they see for a 224 x 224 image (conv1 is the
+# stride-2 stem), plus the first stage's shape at 112 and 224 for scale.
+RESNET18 = [
+    ("resnet18.conv1", 64, 3, 7, 224, 2),
+    ("resnet18.layer1", 64, 64, 3, 56, 1),
+    ("resnet18.layer2", 128, 128, 3, 28, 1),
+    ("resnet18.layer3", 256, 256, 3, 14, 1),
+    ("resnet18.layer4", 512, 512, 3, 7, 1),
+    ("64x64x3x3@112", 64, 64, 3, 112, 1),
+    ("64x64x3x3@224", 64, 64, 3, 224, 1),
+]
+QUICK = {"c16@32", "c64@32", "c128@16", "c256@8", "c512@4", "resnet18.layer1"}
+
+
+def _weights(c_out, c_in, k):
+    def make(device):
+        return tuple(torch.randn(c_out, c_in, k, k, device=device) / (c_in * k * k) ** 0.5 for _ in range(N_INPUT_SETS))
+
+    return make
+
+
+def _spectrum_bytes(c_out, c_in, n, s):
+    # the half-grid symbol written and read once, complex64, plus the output
+    ho = n // s
+    freqs = ho * (ho // 2 + 1)
+    return 2 * freqs * c_out * c_in * s * s * 8 + ho * ho * min(c_out, c_in * s * s) * 4
+
+
+def circular_singular_value_cases() -> list[Case]:
+    rows = [(f"c{c}@{n}", c, c, 3, n, 1) for c, n in GRID] + RESNET18
+    cases = []
+    for name, c_out, c_in, k, n, s in rows:
+        shape = f"{c_out}x{c_in}x{k}x{k} @{n}x{n}" + (f" s{s}" if s > 1 else "")
+        cases.append(
+            Case(
+                family="conv singular values, circular",
+                name=name,
+                shape=shape,
+                make_inputs=_weights(c_out, c_in, k),
+                ours=lambda w, n=n, s=s: cs.singular_values(w, n, stride=s),
+                reference=lambda w, n=n, s=s: cs.reference.singular_values(w, n, stride=s),
+                bytes_moved=_spectrum_bytes(c_out, c_in, n, s),
+                quick=name in QUICK,
+            )
+        )
+    # backward rows (gradient of a weighted sum of the spectrum), the grid only
+    for c, n in GRID:
+        name = f"c{c}@{n}"
+
+        def make(device, c=c, n=n):
+            ws = _weights(c, c, 3)(device)
+            return tuple(w.requires_grad_(True) for w in ws)
+
+        cases.append(
+            Case(
+                family="conv singular values, circular",
+                name=name,
+                shape=f"{c}x{c}x3x3 @{n}x{n}",
+                make_inputs=make,
+                ours=lambda w, n=n: cs.singular_values(w, n),
+                reference=lambda w, n=n: cs.reference.singular_values(w, n),
+                bytes_moved=2 * _spectrum_bytes(c, c, n, 1),
+                direction="backward",
+                tol=1e-3,
+            )
+        )
+    return cases
+
+
+def all_cases() -> list[Case]:
+    return circular_singular_value_cases()
+
+
+# ------------------------------------------------------------------- measurement
+class _CpuMemory:
+    """Peak resident memory added by a call (Linux: VmHWM, reset via clear_refs)."""
+
+    def __init__(self):
+        self.ok = sys.platform.startswith("linux") and os.access("/proc/self/clear_refs", os.W_OK)
+        self.libc = None
+        if self.ok:
+            try:
+                self.libc = ctypes.CDLL("libc.so.6")
+                # Fixed mmap threshold: freed large buffers return to the OS, so
+                # the resident peak of one call does not hide in malloc's cache.
+                self.libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+            except OSError:
+                self.libc = None
+
+    @staticmethod
+    def _status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def peak(self, fn) -> int | None:
+        if not self.ok:
+            return None
+        gc.collect()
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = self._status("VmRSS:")
+        fn()
+        return max(0, self._status("VmHWM:") - base)
+
+
+def _cuda_peak(fn) -> int:
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def _time_ms(fn, device: torch.device, min_run_time: float) -> float:
+    fn()  # warm-up (and first-call initialisation)
+    if device.type == "cuda":
+        fn()
+        torch.cuda.synchronize()
+        times = []
+        budget_end = None
+        start_all = torch.cuda.Event(enable_timing=True)
+        start_all.record()
+        while True:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+            budget_end = start_all.elapsed_time(end) / 1e3
+            if len(times) >= 5 and budget_end > min_run_time:
+                break
+            if len(times) >= 1000:
+                break
+        return statistics.median(times)
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _rotating(fn, inputs):
+    state = {"i": 0}
+
+    def call():
+        x = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        return fn(x)
+
+    return call
+
+
+def _backward_runner(fn, inputs, device):
+    """Times the backward alone: graphs are built once, then replayed."""
+    outs = []
+    for w in inputs:
+        y = fn(w)
+        outs.append((y, torch.linspace(0.5, 1.5, y.numel(), device=device, dtype=y.dtype), w))
+    state = {"i": 0}
+
+    def call():
+        y, g, w = outs[state["i"] % len(outs)]
+        state["i"] += 1
+        return torch.autograd.grad(y, w, g, retain_graph=True)[0]
+
+    return call
+
+
+def _copy_bandwidth(device) -> float | None:
+    """Measured device-to-device copy bandwidth in bytes/s (read + write)."""
+    if device.type != "cuda":
+        return None
+    x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    ms = _time_ms(lambda: y.copy_(x), device, 0.2)
+    return 2 * x.numel() / (ms / 1e3)
+
+
+def _rel_diff(a, b) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
+
+
+def run_case(case: Case, device: torch.device, min_run_time: float, mem: _CpuMemory, bandwidth) -> dict:
+    torch.manual_seed(0)
+    inputs = case.make_inputs(device)
+    fns = {}
+    for label, impl in (("convspectra", case.ours), ("reference", case.reference)):
+        if case.direction == "backward":
+            fns[label] = _backward_runner(impl, inputs, device)
+        else:
+            fns[label] = _rotating(impl, inputs)
+    # same inputs, same results (up to float32 rounding)
+    err = _rel_diff(fns["convspectra"](), fns["reference"]())
+    row = {
+        "family": case.family,
+        "case": case.name,
+        "direction": case.direction,
+        "shape": case.shape,
+        "device": str(device),
+        "max_rel_diff": err,
+    }
+    for label, fn in fns.items():
+        row[f"{label}_ms"] = _time_ms(fn, device, min_run_time)
+        row[f"{label}_peak_bytes"] = _cuda_peak(fn) if device.type == "cuda" else mem.peak(fn)
+    row["ratio"] = row["reference_ms"] / row["convspectra_ms"]
+    row["bandwidth_fraction"] = (
+        case.bytes_moved / (row["convspectra_ms"] / 1e3) / bandwidth if bandwidth else None
+    )
+    row["ok"] = err <= case.tol
+    return {
+        k: row[k]
+        for k in (
+            "family", "case", "direction", "shape", "device", "reference_ms", "convspectra_ms", "ratio",
+            "reference_peak_bytes", "convspectra_peak_bytes", "bandwidth_fraction", "max_rel_diff", "ok",
+        )
+    }
+
+
+# ----------------------------------------------------------------------- report
+def _git_revision() -> str:
+    for cwd in (os.getcwd(), os.path.dirname(os.path.abspath(__file__))):
+        try:
+            out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stdout.strip()
+        except OSError:
+            pass
+    return "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mb(b):
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ["family", "case", "dir", "shape", "device", "ref ms", "ours ms", "ratio", "ref MiB", "ours MiB",
+            "%bw", "rel diff"]
+    body = []
+    for r in rows:
+        body.append([
+            r["family"], r["case"], r["direction"][:3], r["shape"], r["device"], f"{r['reference_ms']:.3f}",
+            f"{r['convspectra_ms']:.3f}", f"{r['ratio']:.2f}x", _mb(r["reference_peak_bytes"]),
+            _mb(r["convspectra_peak_bytes"]),
+            "-" if r["bandwidth_fraction"] is None else f"{100 * r['bandwidth_fraction']:.1f}",
+            f"{r['max_rel_diff']:.1e}" + ("" if r["ok"] else " FAIL"),
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="convspectra bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small subset, well under a minute on a CPU")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    p.add_argument("--filter", metavar="TEXT", help="only cases whose name or shape contains TEXT")
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per measurement")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda, got {args.device!r}")
+    min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
+    cases = [c for c in all_cases() if c.quick or not args.quick]
+    if args.filter:
+        cases = [c for c in cases if args.filter in c.name or args.filter in c.shape]
+
+    mem = _CpuMemory()
+    bandwidth = _copy_bandwidth(device)
+    rows = []
+    for case in cases:
+        rows.append(run_case(case, device, min_run_time, mem, bandwidth))
+        print(f"  {case.name} {case.direction}: ratio {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
+    meta = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": _device_name(device),
+        "git_revision": _git_revision(),
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "backend": cs.backend_info(),
+    }
+    print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
