@@ -2,7 +2,7 @@
 // allocation and the launch on the current stream. The kernels themselves are
 // in svd_cuda.cu, which is compiled without torch headers.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cuda_impl(const at::Tensor& A
                                            want_uv ? U.mutable_data_ptr() : nullptr,
                                            want_uv ? Vh.mutable_data_ptr() : nullptr,
                                            ws_bytes ? ws.mutable_data_ptr() : nullptr, ws_bytes,
-                                           at::cuda::getCurrentCUDAStream());
+                                           c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
   return {U, S, Vh};
 }
