@@ -6,7 +6,8 @@ symbol directly from the kernel taps on chunks of frequency rows (a small
 matmul with DFT phases, cheaper than an FFT for k x k kernels), only on the
 half grid ``v = 0 .. W//2`` (a real kernel has ``F(-w) = conj F(w)``), solves
 each chunk with the fused batched SVD and counts each value with its
-multiplicity. Its backward recomputes chunk by chunk, so memory stays bounded
+multiplicity. Its backward reuses the vectors of the forward when they fit a
+budget and recomputes them chunk by chunk otherwise, so memory stays bounded
 in training too.
 """
 
@@ -23,6 +24,9 @@ __all__ = ["symbol", "singular_values", "svd", "spectral_norm"]
 
 # Complex elements of one chunk of the symbol (32 MiB in complex64).
 CHUNK_ELEMENTS = 1 << 22
+# Singular vectors (U and Vh, complex elements) kept from the forward for the
+# backward; above this the backward recomputes them chunk by chunk instead.
+KEEP_VECTORS_ELEMENTS = 1 << 25
 
 
 def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
@@ -47,20 +51,18 @@ def _dft_phases(freqs: torch.Tensor, n: int, taps: int, dtype: torch.dtype) -> t
 
 
 def _half_grid_columns(weight: torch.Tensor, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DFT along the kernel's width for v = 0..W//2: (c_out, c_in, kh, W//2+1),
-    and the phases Ev (W//2+1, kw) that produced it."""
+    """The DFT along the kernel's width for v = 0..W//2, laid out
+    (kh, W//2+1, c_out, c_in) so that each chunk of rows comes out of one
+    matmul already in the solver's layout; and the phases Ev (W//2+1, kw)."""
     cdt = _complex_dtype(weight.dtype)
     Ev = _dft_phases(torch.arange(W // 2 + 1, device=weight.device), W, weight.shape[-1], cdt)
-    return weight.to(cdt) @ Ev.T, Ev
+    return (weight.to(cdt) @ Ev.T).permute(2, 3, 0, 1).contiguous(), Ev
 
 
 def _symbol_rows(cols: torch.Tensor, Eu: torch.Tensor) -> torch.Tensor:
     """Symbol at the frequency rows of Eu (rows, kh) on the half grid:
     (rows, W//2+1, c_out, c_in), contiguous."""
-    c_out, c_in, kh, wh = cols.shape
-    flat = cols.permute(2, 0, 1, 3).reshape(kh, -1)  # (kh, c_out*c_in*wh)
-    out = (Eu @ flat).reshape(-1, c_out, c_in, wh)
-    return out.permute(0, 3, 1, 2).contiguous()
+    return (Eu @ cols.flatten(1)).view(Eu.shape[0], *cols.shape[1:])
 
 
 def _row_chunks(H: int, per_row: int):
@@ -69,42 +71,50 @@ def _row_chunks(H: int, per_row: int):
 
 
 class _HalfGridSpectrum(torch.autograd.Function):
-    """Singular values of the symbol on the half grid, (H, W//2+1, r), with a
-    backward that recomputes each chunk (bounded memory)."""
+    """Singular values of the symbol on the half grid, (H, W//2+1, r).
+
+    When the weight needs a gradient, the forward solves for the vectors too
+    and keeps them if they fit in KEEP_VECTORS_ELEMENTS (the backward is then
+    two batched products per chunk); beyond that it keeps nothing and the
+    backward recomputes each chunk, so memory stays bounded for any input size.
+    """
 
     @staticmethod
-    def forward(weight, H, W):
-        cols, _ = _half_grid_columns(weight, W)
-        cdt = cols.dtype
-        per_row = cols.shape[0] * cols.shape[1] * cols.shape[3]
-        out = []
-        for u0, u1 in _row_chunks(H, per_row):
-            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), H, weight.shape[-2], cdt)
-            out.append(_ops.svdvals(_symbol_rows(cols, Eu)))
-        return torch.cat(out, 0)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        weight, H, W = inputs
-        ctx.save_for_backward(weight)
-        ctx.H, ctx.W = H, W
+    def forward(ctx, weight, H, W):
+        cols, Ev = _half_grid_columns(weight, W)
+        chunks = _row_chunks(H, cols[0].numel())
+        r = min(cols.shape[-2:])
+        keep = ctx.needs_input_grad[0] and H * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
+        values, Us, Vhs = [], [], []
+        for u0, u1 in chunks:
+            A = _symbol_rows(cols, _dft_phases(torch.arange(u0, u1, device=weight.device), H, cols.shape[0], cols.dtype))
+            if keep:
+                U, S, Vh = _ops.svd(A)
+                Us.append(U)
+                Vhs.append(Vh)
+            else:
+                S = _ops.svdvals(A)
+            values.append(S)
+        ctx.H, ctx.chunks, ctx.kept = H, chunks, keep
+        ctx.save_for_backward(weight, cols, Ev, *Us, *Vhs)
+        return torch.cat(values, 0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        (weight,) = ctx.saved_tensors
-        H, W = ctx.H, ctx.W
-        cols, Ev = _half_grid_columns(weight, W)
-        c_out, c_in, kh, wh = cols.shape
-        grad_cols = torch.zeros(kh, c_out * c_in * wh, dtype=cols.dtype, device=cols.device)
-        for u0, u1 in _row_chunks(H, c_out * c_in * wh):
-            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), H, kh, cols.dtype)
-            U, _, Vh = _ops.svd(_symbol_rows(cols, Eu))
-            # d sigma = Re <U diag(g) V^H, d A>: the gradient wrt the chunk.
+        weight, cols, Ev, *vectors = ctx.saved_tensors
+        n = len(ctx.chunks)
+        grad_cols = torch.zeros_like(cols).flatten(1)  # (kh, wh*c_out*c_in)
+        for i, (u0, u1) in enumerate(ctx.chunks):
+            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), ctx.H, cols.shape[0], cols.dtype)
+            if ctx.kept:
+                U, Vh = vectors[i], vectors[n + i]
+            else:
+                U, _, Vh = _ops.svd(_symbol_rows(cols, Eu))
+            # d sigma = Re <U diag(g) V^H, dA>: the gradient wrt the chunk.
             gA = _ops._scale_columns(U, grad[u0:u1]) @ Vh  # (rows, wh, c_out, c_in)
-            gA = gA.permute(0, 2, 3, 1).reshape(u1 - u0, -1)
-            grad_cols += Eu.mH @ gA  # adjoint of A = Eu @ cols
-        grad_cols = grad_cols.reshape(kh, c_out, c_in, wh).permute(1, 2, 0, 3)
+            grad_cols += Eu.mH @ gA.flatten(1)  # adjoint of A = Eu @ cols
+        grad_cols = grad_cols.view(cols.shape).permute(2, 3, 0, 1)  # (c_out, c_in, kh, wh)
         grad_weight = (grad_cols @ Ev.conj()).real  # adjoint of cols = weight @ Ev^T
         return grad_weight.to(weight.dtype), None, None
 
