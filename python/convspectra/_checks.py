@@ -39,7 +39,15 @@ def check_matrices(A, name: str = "A") -> None:
         raise ValueError(f"{name} must have at least 2 dimensions (..., m, n), got shape {tuple(A.shape)}")
 
 
-def _positive_int(v, name: str) -> int:
+def positive_float(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    if not v > 0 or v != v or v == float("inf"):
+        raise ValueError(f"{name} must be a positive finite number, got {v}")
+    return float(v)
+
+
+def positive_int(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if v < 1:
@@ -55,7 +63,7 @@ def input_size_pair(input_size, weight, name: str = "input_size") -> tuple[int, 
         pair = tuple(input_size)
     else:
         raise TypeError(f"{name} must be an int or a pair (H, W) of ints, got {input_size!r}")
-    H, W = (_positive_int(v, name) for v in pair)
+    H, W = (positive_int(v, name) for v in pair)
     kh, kw = weight.shape[-2:]
     if kh > H or kw > W:
         raise ValueError(f"weight kernel ({kh}, {kw}) is larger than {name} ({H}, {W})")
@@ -69,7 +77,7 @@ def check_padding(padding) -> str:
 
 
 def check_stride(stride, H: int, W: int) -> int:
-    s = _positive_int(stride, "stride")
+    s = positive_int(stride, "stride")
     if H % s or W % s:
         raise ValueError(f"stride {s} must divide input_size ({H}, {W})")
     return s

@@ -20,6 +20,7 @@ __all__ = [
     "singular_values",
     "svd",
     "spectral_norm",
+    "clip_singular_values",
     "svdvals",
     "polyphase",
     "conv",
@@ -84,6 +85,16 @@ def spectral_norm(weight: torch.Tensor, input_size, padding: str = "circular", m
     if _checks.check_padding(padding) != "circular" or method != "exact":
         raise NotImplementedError("reference.spectral_norm: only padding='circular', method='exact'")
     return torch.linalg.svdvals(symbol(weight, input_size)).max()
+
+
+def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.0) -> torch.Tensor:
+    """Sedghi et al.'s projection: clamp every per-frequency singular value of
+    the full-grid symbol at ``max_value``, invert the FFT, crop to the kernel."""
+    kh, kw = weight.shape[-2:]
+    U, S, Vh = svd(weight, input_size)
+    projected = U @ torch.diag_embed(S.clamp(max=max_value).to(U.dtype)) @ Vh  # (H, W, c_out, c_in)
+    full = torch.fft.ifft2(projected.permute(2, 3, 0, 1)).real
+    return full[:, :, :kh, :kw].contiguous()
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:

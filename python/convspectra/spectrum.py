@@ -20,7 +20,7 @@ import torch
 from . import _checks, _ops
 from .reference import polyphase
 
-__all__ = ["symbol", "singular_values", "svd", "spectral_norm"]
+__all__ = ["symbol", "singular_values", "svd", "spectral_norm", "clip_singular_values"]
 
 # Complex elements of one chunk of the symbol (32 MiB in complex64).
 CHUNK_ELEMENTS = 1 << 22
@@ -104,18 +104,21 @@ class _HalfGridSpectrum(torch.autograd.Function):
     def backward(ctx, grad):
         weight, cols, Ev, *vectors = ctx.saved_tensors
         n = len(ctx.chunks)
-        grad_cols = torch.zeros_like(cols).flatten(1)  # (kh, wh*c_out*c_in)
+        kh, wh = cols.shape[:2]
+        grad_cols = None  # (kh, wh*c_out*c_in)
         for i, (u0, u1) in enumerate(ctx.chunks):
-            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), ctx.H, cols.shape[0], cols.dtype)
+            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), ctx.H, kh, cols.dtype)
             if ctx.kept:
                 U, Vh = vectors[i], vectors[n + i]
             else:
                 U, _, Vh = _ops.svd(_symbol_rows(cols, Eu))
             # d sigma = Re <U diag(g) V^H, dA>: the gradient wrt the chunk.
             gA = _ops._scale_columns(U, grad[u0:u1]) @ Vh  # (rows, wh, c_out, c_in)
-            grad_cols += Eu.mH @ gA.flatten(1)  # adjoint of A = Eu @ cols
-        grad_cols = grad_cols.view(cols.shape).permute(2, 3, 0, 1)  # (c_out, c_in, kh, wh)
-        grad_weight = (grad_cols @ Ev.conj()).real  # adjoint of cols = weight @ Ev^T
+            part = Eu.mH @ gA.flatten(1)  # adjoint of A = Eu @ cols
+            grad_cols = part if grad_cols is None else grad_cols.add_(part)
+        # adjoint of cols = weight @ Ev^T, as one product: (kh, wh, c_out*c_in) x (wh, kw)
+        grad_weight = torch.einsum("svx,vt->xst", grad_cols.view(kh, wh, -1), Ev.conj()).real
+        grad_weight = grad_weight.reshape(*weight.shape[:2], kh, -1)
         return grad_weight.to(weight.dtype), None, None
 
 
@@ -154,37 +157,257 @@ def svd(weight: torch.Tensor, input_size):
     return _ops.svd(symbol(weight, input_size))
 
 
-def spectral_norm(weight: torch.Tensor, input_size=None, padding: str = "circular", method: str = "exact"):
-    """Spectral norm of the conv layer as a differentiable 0-dim tensor.
+NORM_METHODS = ("exact", "certified", "gram", "sum_taps", "reshape", "l1")
+CHEAP_METHODS = ("sum_taps", "reshape", "l1")
+# Gram iteration squarings: the bound exceeds the norm by at most a factor
+# r^(1 / 2^(steps+1)) for rank r, i.e. 0.31 % for any r <= 512 at 10 steps.
+GRAM_STEPS = 10
 
-    ``method="exact"`` with ``padding="circular"``: the largest singular value
-    over all frequencies (MATH.md 3). The search runs chunked without autograd;
-    the gradient flows through the maximising frequency only (a subgradient when
-    the maximum is attained at several frequencies).
+
+def spectral_norm(
+    weight: torch.Tensor,
+    input_size=None,
+    padding: str = "circular",
+    method: str = "exact",
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    steps: int = GRAM_STEPS,
+) -> torch.Tensor:
+    """Spectral norm of the conv layer, or a bound of it: a differentiable 0-dim tensor.
+
+    method:
+      - ``"exact"``: circular padding, the largest per-frequency singular value
+        (MATH.md 3); zero padding ('same'), the norm of the true operator by
+        Lanczos on ``conv2d`` / ``conv_transpose2d`` to relative accuracy
+        ``tol``, at most ``max_iter`` operator applications.
+      - ``"certified"``: an upper bound guaranteed for zero padding of any input
+        up to ``input_size``: the circular norm on the ``(H+kh-1) x (W+kw-1)``
+        grid (MATH.md 4.2). For circular padding, the exact norm.
+      - ``"gram"``: Gram iteration on the symbol (Delattre et al. 2023), an upper
+        bound after every one of its ``steps`` squarings; on the circular grid,
+        or on the certified grid for zero padding.
+      - ``"sum_taps"``, ``"reshape"``, ``"l1"``: bounds from the taps alone
+        (MATH.md 4.2 a-c), valid for every input size and both paddings;
+        ``input_size`` is not needed.
+
+    Maxima over frequencies are searched without autograd; the gradient flows
+    through the maximising frequency (a subgradient at ties).
     """
     _checks.check_weight(weight)
     padding = _checks.check_padding(padding)
-    if method != "exact":
-        raise NotImplementedError(f"spectral_norm: method={method!r} is not implemented in this version; "
-                                  "use method='exact'")
-    if padding != "circular":
-        raise NotImplementedError("spectral_norm: padding='zeros' is not implemented in this version")
+    if method not in NORM_METHODS:
+        raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
+    if method in CHEAP_METHODS:
+        return _tap_bound(weight, method)
     if input_size is None:
-        raise ValueError("input_size is required for method='exact'")
+        raise ValueError(f"input_size is required for method={method!r}")
     H, W = _checks.input_size_pair(input_size, weight)
+    tol = _checks.positive_float(tol, "tol")
+    max_iter = _checks.positive_int(max_iter, "max_iter")
+    steps = _checks.positive_int(steps, "steps")
+    kh, kw = weight.shape[-2:]
+    if method == "exact" and padding == "zeros":
+        return _zero_padded_norm(weight, H, W, tol, max_iter)
+    if padding == "zeros":
+        # the full conv is a column subset of the circular conv on this grid,
+        # the 'same' conv a row subset of the full one (MATH.md 4.2); for
+        # circular padding "certified" is the exact norm itself
+        H, W = H + kh - 1, W + kw - 1
+    if method == "gram":
+        return _max_over_frequencies(weight, H, W, lambda A: _gram_bound(A, steps))
+    return _max_over_frequencies(weight, H, W, _top_singular_value)
+
+
+def _top_singular_value(A: torch.Tensor) -> torch.Tensor:
+    if A.requires_grad and torch.is_grad_enabled():
+        return _ops.svd(A)[1][..., 0]
+    return _ops.svdvals(A)[..., 0]
+
+
+def _gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:
+    """Upper bound of ||A||_2 per matrix by Gram iteration: ||A||_2^(2^t) <=
+    ||G_t||_F with G_{t+1} = G_t^H G_t, each G rescaled to unit Frobenius norm
+    and the scale carried in log space (no overflow)."""
+    if A.shape[-2] < A.shape[-1]:
+        A = A.mH  # square the smaller Gram matrix
+    tiny = torch.finfo(A.real.dtype).tiny
+    # the bound is scale-equivariant: start from entries <= 1 so that even the
+    # first Frobenius norm cannot overflow
+    amax = A.abs().amax(dim=(-2, -1)).clamp_min(tiny)
+    G = A / amax[..., None, None]
+    log_scale = torch.zeros(A.shape[:-2], dtype=torch.float64, device=A.device)
+    for _ in range(steps):
+        f = torch.linalg.matrix_norm(G).clamp_min(tiny)
+        G = G / f[..., None, None]
+        log_scale = 2 * (log_scale + f.log().double())
+        G = G.mH @ G
+    log_bound = (log_scale + torch.linalg.matrix_norm(G).log().double()) / 2**steps
+    return log_bound.exp().to(A.real.dtype) * amax
+
+
+def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
+    """(u, v) maximising per_matrix(F(w)) over the H x W grid, as 0-dim tensors
+    (no .item(): torch.compile keeps one graph). Chunked, without autograd."""
     with torch.no_grad():
-        top = _HalfGridSpectrum.apply(weight, H, W)[..., 0]  # (H, W//2+1)
-        flat = top.flatten().argmax()
-    u, v = flat // top.shape[1], flat % top.shape[1]
+        cols, _ = _half_grid_columns(weight, W)
+        best = []
+        for u0, u1 in _row_chunks(H, cols[0].numel()):
+            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), H, cols.shape[0], cols.dtype)
+            best.append(per_matrix(_symbol_rows(cols, Eu)))
+        best = torch.cat(best, 0)  # (H, W//2+1)
+        flat = best.flatten().argmax()
+    return flat // best.shape[1], flat % best.shape[1]
+
+
+def _max_over_frequencies(weight: torch.Tensor, H: int, W: int, per_matrix) -> torch.Tensor:
+    """max over the grid of per_matrix(F(w)), differentiable through the argmax."""
+    u, v = _argmax_frequency(weight, H, W, per_matrix)
+    return per_matrix(_symbol_at(weight, H, W, u, v))
+
+
+def _symbol_at(weight, H, W, u, v) -> torch.Tensor:
+    """F at one frequency (u, v) (0-dim integer tensors), differentiable."""
     cdt = _complex_dtype(weight.dtype)
     kh, kw = weight.shape[-2:]
-    Eu = _dft_phases(u.reshape(1), H, kh, cdt)  # (1, kh)
-    Ev = _dft_phases(v.reshape(1), W, kw, cdt)  # (1, kw)
-    F_max = torch.einsum("s,t,oist->oi", Eu[0], Ev[0], weight.to(cdt))
-    return _svdvals_for_grad(F_max)[0]
+    Eu = _dft_phases(u.reshape(1), H, kh, cdt)[0]
+    Ev = _dft_phases(v.reshape(1), W, kw, cdt)[0]
+    return torch.einsum("s,t,oist->oi", Eu, Ev, weight.to(cdt))
 
 
-def _svdvals_for_grad(A: torch.Tensor) -> torch.Tensor:
-    if A.requires_grad and torch.is_grad_enabled():
-        return _ops.svd(A)[1]
-    return _ops.svdvals(A)
+def _tap_bound(weight: torch.Tensor, method: str) -> torch.Tensor:
+    """Bounds of ||T|| from the taps K_st alone, for any input size and both
+    paddings: T = sum_st K_st (x) S_st with shifts S_st of norm <= 1."""
+    c_out, c_in, kh, kw = weight.shape
+    if method == "sum_taps":  # triangle inequality
+        return _top_singular_value(weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)).sum()
+    if method == "reshape":  # T = [K_00 ... K_st] stack(S_st x), ||stack|| <= sqrt(kh kw) ||x||
+        wide = _top_singular_value(weight.reshape(c_out, c_in * kh * kw))
+        tall = _top_singular_value(weight.transpose(0, 1).reshape(c_in, c_out * kh * kw))
+        return (kh * kw) ** 0.5 * torch.minimum(wide, tall)
+    # "l1": Schur test on |T|, whose row / column sums are at most those of a
+    a = weight.abs().sum((2, 3))
+    return (a.sum(1).max() * a.sum(0).max()).sqrt()
+
+
+def _same_padding(weight) -> tuple[int, int, int, int]:
+    kh, kw = weight.shape[-2:]
+    return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)  # conv2d(padding="same")
+
+
+def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
+    """||T|| of the zero-padded 'same' conv by Lanczos on T^T T with full
+    reorthogonalisation, restarted every LANCZOS_BASIS steps from the Ritz
+    vector; warm-started from the top circular mode. The result is ||T y|| for
+    the final unit Ritz vector y, so its gradient is u y^T."""
+    pads = _same_padding(weight)
+    left, top = pads[0], pads[2]
+
+    def T(x, w):
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), w)
+
+    def Tt(y, w):  # adjoint: conv_transpose of the valid conv, then crop the padding
+        return torch.nn.functional.conv_transpose2d(y, w)[..., top : top + H, left : left + W]
+
+    with torch.no_grad():
+        w = weight.detach()
+        y = _circular_top_mode(w, H, W)
+        y = y / torch.linalg.vector_norm(y)
+        used, converged = 0, False
+        while used < max_iter and not converged:
+            basis, alphas, betas = [y], [], []
+            for j in range(min(LANCZOS_BASIS, max_iter - used)):
+                z = Tt(T(basis[j], w), w)
+                used += 1
+                alphas.append(torch.vdot(basis[j].flatten(), z.flatten()))
+                for _ in range(2):  # full reorthogonalisation, twice is enough
+                    V = torch.stack([b.flatten() for b in basis], 1)
+                    z = z - (V @ (V.T @ z.flatten())).view_as(z)
+                beta = torch.linalg.vector_norm(z)
+                Tk = torch.diag(torch.stack(alphas))
+                if betas:
+                    off = torch.stack(betas)
+                    Tk = Tk + torch.diag(off, 1) + torch.diag(off, -1)
+                evals, evecs = torch.linalg.eigh(Tk.double())
+                theta, ritz = evals[-1], evecs[:, -1]
+                # |lambda - theta| <= beta |s_last|; sigma = sqrt(lambda) has half the relative error
+                converged = bool(beta * ritz[-1].abs() <= tol * theta.abs()) or bool(
+                    beta <= torch.finfo(z.dtype).eps * theta.abs()
+                )
+                if converged:
+                    break
+                betas.append(beta)
+                basis.append(z / beta)
+            y = sum(c.to(y.dtype) * b for c, b in zip(ritz, basis))
+            y = y / torch.linalg.vector_norm(y)
+    return torch.linalg.vector_norm(T(y, weight))
+
+
+# Lanczos basis size before a restart (memory: this many input-sized vectors).
+LANCZOS_BASIS = 24
+
+
+def _circular_top_mode(weight, H, W) -> torch.Tensor:
+    """A real input close to the top right singular vector of the zero-padded
+    layer: the top circular mode at the maximising frequency, under a sine
+    envelope that vanishes outside the image (the fundamental mode of the
+    zero-padded boundary)."""
+    c_in = weight.shape[1]
+    u, v = _argmax_frequency(weight, H, W, _top_singular_value)
+    with torch.no_grad():
+        _, _, Vh = _ops.svd(_symbol_at(weight, H, W, u, v))
+        r = Vh[0].conj()  # top right singular vector of F(w)
+        i = torch.arange(H, device=weight.device, dtype=torch.float64)
+        j = torch.arange(W, device=weight.device, dtype=torch.float64)
+        # conv2d correlates: the mode exp(-i w.n) r of F(w) for a convolution
+        phase = torch.exp(-2j * torch.pi * (u.double() * i[:, None] / H + v.double() * j[None, :] / W))
+        env = torch.sin(torch.pi * (i + 1) / (H + 1))[:, None] * torch.sin(torch.pi * (j + 1) / (W + 1))[None, :]
+        mode = (r.to(torch.complex128)[:, None, None] * (phase * env)).real
+        mode = mode + 1e-3 * torch.randn_like(mode)  # never exactly orthogonal to the top vector
+    return mode.to(weight.dtype).reshape(1, c_in, H, W)
+
+
+def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.0, *, return_norms: bool = False):
+    """Projects the circular layer onto the spectral-norm ball of radius
+    ``max_value`` (Sedghi et al. 2019) and returns a kernel of the input's shape.
+
+    Per frequency ``F = U S V^H`` becomes ``U min(S, max_value) V^H``; the inverse
+    DFT, cropped back to the ``kh x kw`` support, is the result. The first step
+    is the exact projection of the circular operator; the crop makes the whole
+    an approximation. A kernel already inside the ball comes back unchanged.
+    With ``return_norms=True`` also returns ``{"before", "projected",
+    "after_crop"}``: the circular norms of the input, of the projected
+    (full-support) kernel, and of the returned kernel. Not differentiable (a
+    projection step, used between optimiser steps); chunked over frequencies.
+    """
+    _checks.check_weight(weight)
+    H, W = _checks.input_size_pair(input_size, weight)
+    max_value = _checks.positive_float(max_value, "max_value")
+    with torch.no_grad():
+        w = weight.detach()
+        c_out, c_in, kh, kw = w.shape
+        cols, Ev = _half_grid_columns(w, W)
+        wh = cols.shape[1]
+        acc = torch.zeros_like(cols).flatten(1)  # (kh, wh*c_out*c_in)
+        before = torch.zeros((), dtype=w.dtype, device=w.device)
+        for u0, u1 in _row_chunks(H, cols[0].numel()):
+            Eu = _dft_phases(torch.arange(u0, u1, device=w.device), H, kh, cols.dtype)
+            U, S, Vh = _ops.svd(_symbol_rows(cols, Eu))
+            before = torch.maximum(before, S.max())
+            projected = _ops._scale_columns(U, S.clamp(max=max_value)) @ Vh
+            acc += Eu.T.conj() @ projected.flatten(1)  # inverse DFT over u, taps s < kh only
+        norms = {"before": before, "projected": torch.clamp(before, max=max_value)}
+        if not bool(before > max_value):
+            out = w.clone()
+        else:
+            # inverse DFT over v for taps t < kw; columns 0 < v < W/2 stand for v and W - v
+            mult = torch.ones(wh, dtype=w.dtype, device=w.device)
+            mult[1 : (W - 1) // 2 + 1] = 2
+            acc = acc.view(kh, wh, c_out, c_in) * mult[None, :, None, None]
+            out = (torch.einsum("svoi,vt->oist", acc, Ev.conj()).real / (H * W)).to(w.dtype).contiguous()
+        if return_norms:
+            norms["after_crop"] = spectral_norm(out, (H, W))
+            return out, norms
+        return out
+
+
