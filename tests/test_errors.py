@@ -62,13 +62,6 @@ def test_bad_padding_and_stride():
         cs.spectral_norm(W, padding="zeros")
 
 
-def test_not_yet_available_variants_say_so():
-    # The zero-padding approximation is not part of this version: it must fail
-    # loudly rather than return a circular number.
-    with pytest.raises(NotImplementedError, match="padding='zeros'"):
-        cs.singular_values(W, (8, 8), padding="zeros")
-
-
 @pytest.mark.parametrize(
     "A,exc,match",
     [

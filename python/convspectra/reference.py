@@ -111,8 +111,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, padding: str = "circular", strid
     if padding == "circular":
         pads = (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)
         return F.conv2d(F.pad(x, pads, mode="circular"), weight, stride=stride)
-    if stride == 1:
-        return F.conv2d(x, weight, padding="same")
+    # conv2d(padding="same")'s split, explicit so that strides work too
     pads = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
     return F.conv2d(F.pad(x, pads), weight, stride=stride)
 

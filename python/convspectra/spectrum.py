@@ -41,37 +41,47 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-def _dft_phases(freqs: torch.Tensor, n: int, taps: int, dtype: torch.dtype) -> torch.Tensor:
-    """exp(-2 pi i f t / n) for f in freqs (rows) and t < taps (columns).
-    The product f t is reduced mod n in integers first, for exact angles."""
-    t = torch.arange(taps, device=freqs.device)
-    k = (freqs.unsqueeze(-1) * t) % n
-    angle = k.to(torch.float64) * (-2.0 * math.pi / n)
-    return torch.polar(torch.ones_like(angle), angle).to(dtype)
+def _phases(angles: torch.Tensor, taps: int, dtype: torch.dtype) -> torch.Tensor:
+    """exp(-i a t) for the angles a (rows, float64) and taps t < taps (columns)."""
+    at = angles.unsqueeze(-1) * torch.arange(taps, device=angles.device, dtype=torch.float64)
+    return torch.polar(torch.ones_like(at), -at).to(dtype)
 
 
-def _half_grid_columns(weight: torch.Tensor, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DFT along the kernel's width for v = 0..W//2, laid out
-    (kh, W//2+1, c_out, c_in) so that each chunk of rows comes out of one
-    matmul already in the solver's layout; and the phases Ev (W//2+1, kw)."""
-    cdt = _complex_dtype(weight.dtype)
-    Ev = _dft_phases(torch.arange(W // 2 + 1, device=weight.device), W, weight.shape[-1], cdt)
-    return (weight.to(cdt) @ Ev.T).permute(2, 3, 0, 1).contiguous(), Ev
+def _dft_angles(n: int, device, count: int | None = None) -> torch.Tensor:
+    """The DFT frequencies 2 pi u / n for u < count (default n)."""
+    return torch.arange(n if count is None else count, device=device, dtype=torch.float64) * (2 * math.pi / n)
+
+
+def _grid_columns(weight: torch.Tensor, col_angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transform along the kernel's width at col_angles, laid out
+    (kh, n_cols, c_out, c_in) so that each chunk of rows comes out of one
+    matmul already in the solver's layout; and its phases Ev (n_cols, kw)."""
+    Ev = _phases(col_angles, weight.shape[-1], _complex_dtype(weight.dtype))
+    return (weight.to(Ev.dtype) @ Ev.T).permute(2, 3, 0, 1).contiguous(), Ev
 
 
 def _symbol_rows(cols: torch.Tensor, Eu: torch.Tensor) -> torch.Tensor:
-    """Symbol at the frequency rows of Eu (rows, kh) on the half grid:
-    (rows, W//2+1, c_out, c_in), contiguous."""
+    """The symbol at the rows of Eu (rows, kh) and the columns of cols:
+    (rows, n_cols, c_out, c_in), contiguous."""
     return (Eu @ cols.flatten(1)).view(Eu.shape[0], *cols.shape[1:])
 
 
-def _row_chunks(H: int, per_row: int):
+def _row_chunks(n_rows: int, per_row: int):
     rows = max(1, CHUNK_ELEMENTS // max(1, per_row))
-    return [(u0, min(H, u0 + rows)) for u0 in range(0, H, rows)]
+    return [(u0, min(n_rows, u0 + rows)) for u0 in range(0, n_rows, rows)]
 
 
-class _HalfGridSpectrum(torch.autograd.Function):
-    """Singular values of the symbol on the half grid, (H, W//2+1, r).
+def _grid_symbols(weight: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor):
+    """Yields (u0, u1, F) for chunks of rows of the symbol on the grid
+    row_angles x col_angles, F of shape (u1 - u0, n_cols, c_out, c_in)."""
+    cols, _ = _grid_columns(weight, col_angles)
+    for u0, u1 in _row_chunks(row_angles.numel(), cols[0].numel()):
+        yield u0, u1, _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype))
+
+
+class _GridSpectrum(torch.autograd.Function):
+    """Singular values of the symbol on the grid row_angles x col_angles:
+    (n_rows, n_cols, r), solved chunk by chunk with the fused batched SVD.
 
     When the weight needs a gradient, the forward solves for the vectors too
     and keeps them if they fit in KEEP_VECTORS_ELEMENTS (the backward is then
@@ -80,14 +90,15 @@ class _HalfGridSpectrum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, H, W):
-        cols, Ev = _half_grid_columns(weight, W)
-        chunks = _row_chunks(H, cols[0].numel())
+    def forward(ctx, weight, row_angles, col_angles):
+        cols, Ev = _grid_columns(weight, col_angles)
+        n_rows = row_angles.numel()
+        chunks = _row_chunks(n_rows, cols[0].numel())
         r = min(cols.shape[-2:])
-        keep = ctx.needs_input_grad[0] and H * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
+        keep = ctx.needs_input_grad[0] and n_rows * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
         values, Us, Vhs = [], [], []
         for u0, u1 in chunks:
-            A = _symbol_rows(cols, _dft_phases(torch.arange(u0, u1, device=weight.device), H, cols.shape[0], cols.dtype))
+            A = _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype))
             if keep:
                 U, S, Vh = _ops.svd(A)
                 Us.append(U)
@@ -95,29 +106,29 @@ class _HalfGridSpectrum(torch.autograd.Function):
             else:
                 S = _ops.svdvals(A)
             values.append(S)
-        ctx.H, ctx.chunks, ctx.kept = H, chunks, keep
-        ctx.save_for_backward(weight, cols, Ev, *Us, *Vhs)
+        ctx.chunks, ctx.kept = chunks, keep
+        ctx.save_for_backward(weight, row_angles, cols, Ev, *Us, *Vhs)
         return torch.cat(values, 0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        weight, cols, Ev, *vectors = ctx.saved_tensors
+        weight, row_angles, cols, Ev, *vectors = ctx.saved_tensors
         n = len(ctx.chunks)
-        kh, wh = cols.shape[:2]
-        grad_cols = None  # (kh, wh*c_out*c_in)
+        kh, n_cols = cols.shape[:2]
+        grad_cols = None  # (kh, n_cols*c_out*c_in)
         for i, (u0, u1) in enumerate(ctx.chunks):
-            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), ctx.H, kh, cols.dtype)
+            Eu = _phases(row_angles[u0:u1], kh, cols.dtype)
             if ctx.kept:
                 U, Vh = vectors[i], vectors[n + i]
             else:
                 U, _, Vh = _ops.svd(_symbol_rows(cols, Eu))
             # d sigma = Re <U diag(g) V^H, dA>: the gradient wrt the chunk.
-            gA = _ops._scale_columns(U, grad[u0:u1]) @ Vh  # (rows, wh, c_out, c_in)
+            gA = _ops._scale_columns(U, grad[u0:u1]) @ Vh  # (rows, n_cols, c_out, c_in)
             part = Eu.mH @ gA.flatten(1)  # adjoint of A = Eu @ cols
             grad_cols = part if grad_cols is None else grad_cols.add_(part)
-        # adjoint of cols = weight @ Ev^T, as one product: (kh, wh, c_out*c_in) x (wh, kw)
-        grad_weight = torch.einsum("svx,vt->xst", grad_cols.view(kh, wh, -1), Ev.conj()).real
+        # adjoint of cols = weight @ Ev^T, as one product: (kh, n_cols, c_out*c_in) x (n_cols, kw)
+        grad_weight = torch.einsum("svx,vt->xst", grad_cols.view(kh, n_cols, -1), Ev.conj()).real
         grad_weight = grad_weight.reshape(*weight.shape[:2], kh, -1)
         return grad_weight.to(weight.dtype), None, None
 
@@ -129,25 +140,131 @@ def _multiplicity_index(W: int, device) -> torch.Tensor:
 
 
 def singular_values(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
-    """Exact singular values of the circularly padded conv layer (Sedghi et al.
-    2019), 1-D, sorted descending, ``H*W*min(c_in, c_out)`` values.
+    """Singular values of the conv layer, 1-D, sorted descending,
+    ``H*W*min(c_in, c_out)`` values. Differentiable with respect to ``weight``.
 
-    ``stride=s`` (s dividing H and W) analyses the strided layer exactly through
-    the polyphase split (MATH.md 3): ``(H/s)*(W/s)*min(c_out, c_in*s*s)`` values.
-    Differentiable with respect to ``weight``; memory stays bounded for large
-    inputs (chunked over frequencies, forward and backward).
+    ``padding="circular"``: exact (Sedghi et al. 2019); ``stride=s`` (s dividing
+    H and W) is analysed exactly through the polyphase split (MATH.md 3),
+    giving ``(H/s)*(W/s)*min(c_out, c_in*s*s)`` values. Memory stays bounded
+    for large inputs (chunked over frequencies, forward and backward).
+
+    ``padding="zeros"`` ('same' output, stride 1): the spectral-density
+    approximation of the zero-padded layer described in docs/accuracy.md:
+    the quantiles of the mixture, over the classes of output pixels (interior,
+    edges, corners), of the singular values of the kernel truncated to the taps
+    that land inside the image, each class weighted by its pixel count.
     """
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
-    if _checks.check_padding(padding) == "zeros":
-        raise NotImplementedError("singular_values: padding='zeros' (the spectral-density approximation) "
-                                  "is not implemented in this version; use padding='circular'")
+    padding = _checks.check_padding(padding)
     s = _checks.check_stride(stride, H, W)
+    if padding == "zeros":
+        if s != 1:
+            raise ValueError(f"stride must be 1 for padding='zeros', got {s}")
+        return _zero_padded_spectrum(weight, H, W)
     weight = polyphase(weight, s)
-    H, W = H // s, W // s
-    half = _HalfGridSpectrum.apply(weight, H, W)  # (H, W//2+1, r)
-    full = half.index_select(1, _multiplicity_index(W, half.device))  # (H, W, r)
-    return full.flatten().sort(descending=True).values
+    return _circular_values(weight, H // s, W // s).sort(descending=True).values
+
+
+def _circular_values(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """All H*W*r circular singular values, unsorted, each with its multiplicity."""
+    half = _GridSpectrum.apply(weight, _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1))
+    return half.index_select(1, _multiplicity_index(W, half.device)).flatten()
+
+
+# Frequency samples across an edge for the boundary pixel classes: they hold
+# one row or column each, and their truncated symbols vary slowly.
+BOUNDARY_GRID = 16
+
+
+def _tap_classes(n: int, k: int) -> list[tuple[tuple[bool, ...], int]]:
+    """The output positions of a 'same' conv along one axis (left padding
+    (k-1)//2) grouped by which of the k taps land inside the image:
+    [(valid taps, number of positions)], the largest class first."""
+    p = (k - 1) // 2
+    counts: dict[tuple[bool, ...], int] = {}
+    for y in range(n):
+        mask = tuple(0 <= y + t - p < n for t in range(k))
+        counts[mask] = counts.get(mask, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])
+
+
+def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The zero-padding approximation of docs/accuracy.md: the weighted
+    quantiles of a mixture of two sample sets, rescaled to the exact Frobenius
+    norm of the zero-padded layer.
+      - local symbols: for each class of output pixels (interior, edge rows and
+        columns, corners), the circular singular values of the kernel truncated
+        to the taps that land inside the image, weighted by the class's size;
+      - the sine grid w = pi j / (n+1) in two half planes (the Dirichlet modes
+        that diagonalise symmetric banded Toeplitz matrices), weighted by the
+        evenness of the kernel's off-centre taps.
+    """
+    kh, kw = weight.shape[-2:]
+    values, weights = [], []
+    for i, (row_taps, row_count) in enumerate(_tap_classes(H, kh)):
+        for j, (col_taps, col_count) in enumerate(_tap_classes(W, kw)):
+            mask = torch.tensor(row_taps, device=weight.device)[:, None] & torch.tensor(col_taps, device=weight.device)
+            g1 = H if i == 0 else min(H, BOUNDARY_GRID)  # the interior class gets the full grid
+            g2 = W if j == 0 else min(W, BOUNDARY_GRID)
+            v = _circular_values(weight * mask.to(weight.dtype), g1, g2)
+            values.append(v)
+            weights.append(torch.full((v.numel(),), row_count * col_count / (H * W * v.numel()),
+                                      dtype=torch.float64, device=weight.device))
+    alpha = _sine_weight(weight)
+    if alpha > 0:
+        weights = [w * (1 - alpha) for w in weights]
+        j1 = torch.arange(1, H + 1, device=weight.device, dtype=torch.float64) * (math.pi / (H + 1))
+        j2 = torch.arange(1, W + 1, device=weight.device, dtype=torch.float64) * (math.pi / (W + 1))
+        v = _GridSpectrum.apply(weight, torch.cat([j1, -j1]), j2).flatten()
+        values.append(v)
+        weights.append(torch.full((v.numel(),), alpha / v.numel(), dtype=torch.float64, device=weight.device))
+    approx = _weighted_quantiles(torch.cat(values), torch.cat(weights), H * W * min(weight.shape[:2]))
+    return approx * (_zero_padded_frobenius2(weight, H, W) / approx.square().sum()).sqrt()
+
+
+# Below this weight the sine grid moves no quantile measurably; skipping it
+# saves its cost (4x the circular spectrum's).
+SINE_WEIGHT_MIN = 0.05
+
+
+def _sine_weight(weight: torch.Tensor) -> float:
+    """2 rho - 1 clamped to [0, 1], rho the fraction of the energy of the
+    off-centre taps in their even part (point symmetry about the centre):
+    1 for a symmetric kernel, about 0 for a random one. The centre tap adds a
+    constant to the symbol and says nothing of its parity, so it is left out."""
+    with torch.no_grad():
+        w = weight.detach().clone()
+        kh, kw = w.shape[-2:]
+        if kh % 2 and kw % 2:
+            w[:, :, kh // 2, kw // 2] = 0
+        total = w.square().sum()
+        if total == 0:
+            return 0.0
+        rho = (0.5 * (w + w.flip(-1, -2))).square().sum() / total
+        alpha = min(1.0, max(0.0, 2 * float(rho) - 1))
+    return alpha if alpha >= SINE_WEIGHT_MIN else 0.0
+
+
+def _zero_padded_frobenius2(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """||T||_F^2 of the zero-padded layer: sum_st ||K_st||^2 cnt_H(s) cnt_W(t),
+    cnt(s) the number of output rows whose tap s lands inside (MATH.md 4)."""
+    kh, kw = weight.shape[-2:]
+
+    def cnt(n, k):
+        return (n - (torch.arange(k, device=weight.device) - (k - 1) // 2).abs()).clamp(min=0).to(weight.dtype)
+
+    return (weight.square().sum((0, 1)) * cnt(H, kh)[:, None] * cnt(W, kw)[None, :]).sum()
+
+
+def _weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` values of the weighted empirical distribution at the quantile
+    midpoints (i + 1/2) / count, descending. Differentiable (a gather)."""
+    order = values.argsort(descending=True)
+    cumulative = weights[order].cumsum(0)
+    targets = (torch.arange(count, device=values.device, dtype=torch.float64) + 0.5) * (cumulative[-1] / count)
+    idx = torch.searchsorted(cumulative, targets).clamp(max=values.numel() - 1)
+    return values[order[idx]]
 
 
 def svd(weight: torch.Tensor, input_size):
@@ -247,32 +364,28 @@ def _gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
-    """(u, v) maximising per_matrix(F(w)) over the H x W grid, as 0-dim tensors
-    (no .item(): torch.compile keeps one graph). Chunked, without autograd."""
+    """The angles (w1, w2) of the DFT grid that maximise per_matrix(F(w)), as
+    0-dim tensors (no .item(): torch.compile keeps one graph). Chunked over the
+    half grid, without autograd."""
     with torch.no_grad():
-        cols, _ = _half_grid_columns(weight, W)
-        best = []
-        for u0, u1 in _row_chunks(H, cols[0].numel()):
-            Eu = _dft_phases(torch.arange(u0, u1, device=weight.device), H, cols.shape[0], cols.dtype)
-            best.append(per_matrix(_symbol_rows(cols, Eu)))
-        best = torch.cat(best, 0)  # (H, W//2+1)
+        rows, cols = _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1)
+        best = torch.cat([per_matrix(F) for _, _, F in _grid_symbols(weight, rows, cols)], 0)
         flat = best.flatten().argmax()
-    return flat // best.shape[1], flat % best.shape[1]
+    u, v = flat // cols.numel(), flat % cols.numel()
+    return u.double() * (2 * math.pi / H), v.double() * (2 * math.pi / W)
 
 
 def _max_over_frequencies(weight: torch.Tensor, H: int, W: int, per_matrix) -> torch.Tensor:
     """max over the grid of per_matrix(F(w)), differentiable through the argmax."""
-    u, v = _argmax_frequency(weight, H, W, per_matrix)
-    return per_matrix(_symbol_at(weight, H, W, u, v))
+    return per_matrix(_symbol_at(weight, *_argmax_frequency(weight, H, W, per_matrix)))
 
 
-def _symbol_at(weight, H, W, u, v) -> torch.Tensor:
-    """F at one frequency (u, v) (0-dim integer tensors), differentiable."""
+def _symbol_at(weight, w1, w2) -> torch.Tensor:
+    """F at the angles (w1, w2) (0-dim tensors), differentiable."""
     cdt = _complex_dtype(weight.dtype)
     kh, kw = weight.shape[-2:]
-    Eu = _dft_phases(u.reshape(1), H, kh, cdt)[0]
-    Ev = _dft_phases(v.reshape(1), W, kw, cdt)[0]
-    return torch.einsum("s,t,oist->oi", Eu, Ev, weight.to(cdt))
+    return torch.einsum("s,t,oist->oi", _phases(w1.reshape(1), kh, cdt)[0], _phases(w2.reshape(1), kw, cdt)[0],
+                        weight.to(cdt))
 
 
 def _tap_bound(weight: torch.Tensor, method: str) -> torch.Tensor:
@@ -353,14 +466,14 @@ def _circular_top_mode(weight, H, W) -> torch.Tensor:
     envelope that vanishes outside the image (the fundamental mode of the
     zero-padded boundary)."""
     c_in = weight.shape[1]
-    u, v = _argmax_frequency(weight, H, W, _top_singular_value)
+    w1, w2 = _argmax_frequency(weight, H, W, _top_singular_value)
     with torch.no_grad():
-        _, _, Vh = _ops.svd(_symbol_at(weight, H, W, u, v))
+        _, _, Vh = _ops.svd(_symbol_at(weight, w1, w2))
         r = Vh[0].conj()  # top right singular vector of F(w)
         i = torch.arange(H, device=weight.device, dtype=torch.float64)
         j = torch.arange(W, device=weight.device, dtype=torch.float64)
         # conv2d correlates: the mode exp(-i w.n) r of F(w) for a convolution
-        phase = torch.exp(-2j * torch.pi * (u.double() * i[:, None] / H + v.double() * j[None, :] / W))
+        phase = torch.exp(-1j * (w1 * i[:, None] + w2 * j[None, :]))
         env = torch.sin(torch.pi * (i + 1) / (H + 1))[:, None] * torch.sin(torch.pi * (j + 1) / (W + 1))[None, :]
         mode = (r.to(torch.complex128)[:, None, None] * (phase * env)).real
         mode = mode + 1e-3 * torch.randn_like(mode)  # never exactly orthogonal to the top vector
@@ -386,16 +499,17 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
     with torch.no_grad():
         w = weight.detach()
         c_out, c_in, kh, kw = w.shape
-        cols, Ev = _half_grid_columns(w, W)
-        wh = cols.shape[1]
-        acc = torch.zeros_like(cols).flatten(1)  # (kh, wh*c_out*c_in)
+        rows, col_angles = _dft_angles(H, w.device), _dft_angles(W, w.device, W // 2 + 1)
+        Ev = _phases(col_angles, kw, _complex_dtype(w.dtype))
+        wh = col_angles.numel()
+        acc = None  # (kh, wh*c_out*c_in)
         before = torch.zeros((), dtype=w.dtype, device=w.device)
-        for u0, u1 in _row_chunks(H, cols[0].numel()):
-            Eu = _dft_phases(torch.arange(u0, u1, device=w.device), H, kh, cols.dtype)
-            U, S, Vh = _ops.svd(_symbol_rows(cols, Eu))
+        for u0, u1, F in _grid_symbols(w, rows, col_angles):
+            U, S, Vh = _ops.svd(F)
             before = torch.maximum(before, S.max())
             projected = _ops._scale_columns(U, S.clamp(max=max_value)) @ Vh
-            acc += Eu.T.conj() @ projected.flatten(1)  # inverse DFT over u, taps s < kh only
+            part = _phases(rows[u0:u1], kh, F.dtype).T.conj() @ projected.flatten(1)  # inverse DFT over u, s < kh
+            acc = part if acc is None else acc.add_(part)
         norms = {"before": before, "projected": torch.clamp(before, max=max_value)}
         if not bool(before > max_value):
             out = w.clone()
