@@ -1,7 +1,7 @@
 """convspectra: spectra of convolutional layers and orthogonal convolutions.
 
 Public API (see DESIGN.md): ``symbol``, ``singular_values``, ``svd``,
-``spectral_norm``, ``clip_singular_values``, ``linalg.svdvals``, ``linalg.svd``, ``backend_info``, and
+``spectral_norm``, ``clip_singular_values``, ``nn.spectral_penalty``, ``linalg.svdvals``, ``linalg.svd``, ``backend_info``, and
 ``reference`` (the same functions in plain PyTorch).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _ops, linalg, reference
+from . import _ops, linalg, nn, reference
 from .spectrum import clip_singular_values, singular_values, spectral_norm, svd, symbol
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "spectral_norm",
     "clip_singular_values",
     "linalg",
+    "nn",
     "reference",
     "backend_info",
 ]

@@ -1,0 +1,112 @@
+"""Layers and regularisers built on the spectra."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from . import _checks
+from .spectrum import NORM_METHODS, spectral_norm
+
+__all__ = ["spectral_penalty", "conv_input_sizes"]
+
+_PADDINGS = {"zeros": "zeros", "circular": "circular"}
+# module -> {(in_channels, H, W): {conv: (H, W)}}; dropped with the module
+_size_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = None) -> dict[nn.Conv2d, tuple[int, int]]:
+    """The spatial input size of every ``nn.Conv2d`` in ``module`` for an input
+    of spatial size ``input_size``, recorded by one forward pass of a zero
+    batch in eval mode (so batch-norm statistics do not move), cached per module
+    and size. ``in_channels`` defaults to that of the first Conv2d."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return {}
+    H, W = _checks.input_size_pair(input_size, torch.empty(1, 1, 1, 1))
+    c_in = convs[0].in_channels if in_channels is None else _checks.positive_int(in_channels, "in_channels")
+    key = (c_in, H, W)
+    cached = _size_cache.setdefault(module, {})
+    if key not in cached:
+        sizes: dict[nn.Conv2d, tuple[int, int]] = {}
+
+        def record(conv, args):  # returns None: a pre-hook's return value would replace the input
+            sizes.setdefault(conv, tuple(args[0].shape[-2:]))
+
+        hooks = [conv.register_forward_pre_hook(record) for conv in convs]
+        modes = {m: m.training for m in module.modules()}
+        p = convs[0].weight
+        try:
+            module.eval()
+            with torch.no_grad():
+                module(torch.zeros(1, c_in, H, W, dtype=p.dtype, device=p.device))
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, mode in modes.items():
+                m.training = mode
+        cached[key] = sizes
+    return cached[key]
+
+
+def _effective_kernel(conv: nn.Conv2d, weight: torch.Tensor) -> torch.Tensor:
+    """The kernel with its dilation spelt out as zero taps."""
+    dh, dw = conv.dilation
+    if (dh, dw) == (1, 1):
+        return weight
+    c_out, c_in, kh, kw = weight.shape
+    out = weight.new_zeros(c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    out[:, :, ::dh, ::dw] = weight
+    return out
+
+
+def spectral_penalty(
+    module: nn.Module,
+    input_size,
+    method: str = "gram",
+    *,
+    in_channels: int | None = None,
+    target: float | None = None,
+    **norm_kwargs,
+) -> torch.Tensor:
+    """A differentiable bound of the spectral norm of every ``nn.Conv2d`` in
+    ``module``, summed: a regulariser to add to a loss.
+
+    Each layer is bounded at the input size it actually sees (recorded once
+    with ``conv_input_sizes``) with ``cs.spectral_norm(method=...)`` and its own
+    padding mode ('zeros' or 'circular'). A strided layer is bounded by its
+    stride-1 norm (subsampling the output cannot increase it); a grouped layer
+    by the largest of its groups' norms; dilation is spelt out as zero taps.
+    With ``target``, each layer contributes ``relu(norm - target)`` instead,
+    penalising only what exceeds it. Extra keyword arguments go to
+    ``spectral_norm`` (e.g. ``steps`` for Gram iteration).
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if method not in NORM_METHODS:
+        raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
+    if target is not None:
+        target = _checks.positive_float(target, "target")
+    sizes = conv_input_sizes(module, input_size, in_channels)
+    total = None
+    for conv, (H, W) in sizes.items():
+        if conv.padding_mode not in _PADDINGS:
+            raise ValueError(f"spectral_penalty: layer {conv} has padding_mode={conv.padding_mode!r}; "
+                             "only 'zeros' and 'circular' are supported")
+        weight = _effective_kernel(conv, conv.weight)
+        per_group = weight.shape[0] // conv.groups
+        norm = None
+        for g in range(conv.groups):
+            w = weight[g * per_group : (g + 1) * per_group]
+            kh, kw = w.shape[-2:]
+            size = (max(H, kh), max(W, kw))  # a kernel wider than its input: bound on the kernel's own grid
+            n = spectral_norm(w, size, _PADDINGS[conv.padding_mode], method, **norm_kwargs)
+            norm = n if norm is None else torch.maximum(norm, n)
+        term = norm if target is None else torch.relu(norm - target)
+        total = term if total is None else total + term
+    if total is None:
+        p = next(module.parameters(), None)
+        return torch.zeros((), device=p.device if p is not None else None)
+    return total

@@ -1,0 +1,108 @@
+"""cs.nn.spectral_penalty against per-layer norms and dense operators."""
+
+import pytest
+import torch
+from torch import nn
+
+import convspectra as cs
+from conftest import DEVICES
+
+
+def small_model():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),                                   # sees 12x10
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular"),          # 12x10
+        nn.Conv2d(8, 6, 3, stride=2, padding=1),                         # 12x10 -> 6x5
+        nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=2),             # 6x5
+        nn.Conv2d(6, 4, 1),                                              # 6x5
+    ).double()
+
+
+def dense_layer_norm(conv, size):
+    """||layer||_2 of a Conv2d (no bias) from its dense matrix."""
+    c_in, (H, W) = conv.in_channels, size
+    n = c_in * H * W
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, c_in, H, W)
+    with torch.no_grad():
+        out = nn.functional.conv2d(
+            nn.functional.pad(basis, (conv.padding[1],) * 2 + (conv.padding[0],) * 2, mode="circular")
+            if conv.padding_mode == "circular" else basis,
+            conv.weight.double(), None, conv.stride, 0 if conv.padding_mode == "circular" else conv.padding,
+            conv.dilation, conv.groups,
+        )
+    return torch.linalg.matrix_norm(out.reshape(n, -1), ord=2).item()
+
+
+def test_input_sizes_are_recorded():
+    model = small_model()
+    sizes = cs.nn.conv_input_sizes(model, (12, 10))
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [sizes[c] for c in convs] == [(12, 10), (12, 10), (12, 10), (6, 5), (6, 5)]
+
+
+@pytest.mark.parametrize("method", ["gram", "certified", "reshape", "l1", "sum_taps"])
+def test_penalty_bounds_every_layer(method):
+    model = small_model()
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    sizes = cs.nn.conv_input_sizes(model, (12, 10))
+    per_layer = []
+    for conv in convs:
+        value = cs.nn.spectral_penalty(nn.Sequential(conv), sizes[conv], method, in_channels=conv.in_channels)
+        per_layer.append(value.item())
+        # a bound of the layer's true operator, whatever its padding, stride, groups, dilation
+        assert value.item() >= dense_layer_norm(conv, sizes[conv]) * (1 - 1e-9), conv
+    total = cs.nn.spectral_penalty(model, (12, 10), method)
+    assert total.item() == pytest.approx(sum(per_layer), rel=1e-12)
+
+
+def test_penalty_exact_matches_spectral_norm_for_plain_layers():
+    model = small_model()
+    conv = model[3]  # circular, stride 1
+    expected = cs.spectral_norm(conv.weight, (12, 10), "circular", "exact")
+    got = cs.nn.spectral_penalty(nn.Sequential(conv), (12, 10), "exact", in_channels=8)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_penalty_is_differentiable_and_leaves_batchnorm_alone(device):
+    model = small_model().to(device).train()
+    bn = model[1]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    penalty = cs.nn.spectral_penalty(model, (12, 10))
+    penalty.backward()
+    for conv in (m for m in model if isinstance(m, nn.Conv2d)):
+        assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+        assert conv.weight.grad.abs().sum() > 0
+    assert model.training and bn.training
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert torch.equal(bn.num_batches_tracked, before[2])
+
+
+def test_penalty_target_and_training_step():
+    torch.manual_seed(0)
+    model = small_model()
+    free = cs.nn.spectral_penalty(model, (12, 10), target=1e6)
+    assert free.item() == 0.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    start = cs.nn.spectral_penalty(model, (12, 10)).item()
+    for _ in range(5):
+        opt.zero_grad()
+        cs.nn.spectral_penalty(model, (12, 10)).backward()
+        opt.step()
+    assert cs.nn.spectral_penalty(model, (12, 10)).item() < start
+
+
+def test_penalty_bad_arguments():
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+        cs.nn.spectral_penalty(torch.randn(3, 3, 3, 3), (8, 8))
+    with pytest.raises(ValueError, match="method must be one of"):
+        cs.nn.spectral_penalty(small_model(), (8, 8), method="svd")
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        cs.nn.spectral_penalty(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), (8, 8))
+    with pytest.raises(ValueError, match="input_size must be >= 1"):
+        cs.nn.spectral_penalty(small_model(), (0, 8))
+    with pytest.raises(ValueError, match="target must be a positive"):
+        cs.nn.spectral_penalty(small_model(), (8, 8), target=-1.0)
+    assert cs.nn.spectral_penalty(nn.Linear(3, 3), (8, 8)).item() == 0.0
