@@ -9,4 +9,7 @@ TORCH_LIBRARY(convspectra, m) {
   m.def("svdvals(Tensor A) -> Tensor");
   // Reduced SVD A = U diag(S) Vh: U (..., m, k), S (..., k), Vh (..., k, n).
   m.def("svd(Tensor A) -> (Tensor U, Tensor S, Tensor Vh)");
+  // Upper bound of the spectral norm of each (..., m, n) matrix after `steps`
+  // Gram iteration squarings (Delattre et al. 2023), shape (...), real dtype.
+  m.def("gram_bound(Tensor A, int steps) -> Tensor");
 }

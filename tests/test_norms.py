@@ -65,7 +65,8 @@ def test_gram_steps_tighten_and_stay_above():
 def test_gram_handles_scale_and_zero():
     w = torch.randn(4, 4, 3, 3) * 1e25  # squarings would overflow float32 without rescaling
     exact = cs.spectral_norm(w, (6, 6)).item()
-    assert exact <= cs.spectral_norm(w, (6, 6), method="gram").item() <= 1.01 * exact
+    # an upper bound up to float32 rounding
+    assert exact * (1 - 1e-6) <= cs.spectral_norm(w, (6, 6), method="gram").item() <= 1.01 * exact
     assert cs.spectral_norm(torch.zeros(3, 3, 3, 3), (5, 5), method="gram").item() == 0.0
 
 

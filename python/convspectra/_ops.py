@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from . import reference
+
 LIBRARY_PATH = Path(__file__).with_name("_C.so")
 
 load_error: str | None = None
@@ -158,12 +160,37 @@ if COMPILED:
 
     torch.library.register_autograd("convspectra::svd", _svd_backward, setup_context=_svd_setup_context)
 
+    @torch.library.register_fake("convspectra::gram_bound")
+    def _gram_bound_fake(A, steps):
+        return A.new_empty(A.shape[:-2], dtype=_real_dtype(A.dtype))
+
+    def _gram_bound_setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.steps = inputs[1]
+
+    def _gram_bound_backward(ctx, grad):
+        # the same iteration written with differentiable torch ops: its vjp
+        (A,) = ctx.saved_tensors
+        _, vjp = torch.func.vjp(lambda X: reference.gram_bound(X, ctx.steps), A)
+        return vjp(grad)[0], None
+
+    torch.library.register_autograd(
+        "convspectra::gram_bound", _gram_bound_backward, setup_context=_gram_bound_setup_context
+    )
+
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Batched singular values through the fused op (reference if unavailable)."""
     if _compiled_for(A):
         return torch.ops.convspectra.svdvals(A)
     return torch.linalg.svdvals(A)
+
+
+def gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per-matrix Gram-iteration bound of ||A||_2 through the fused op."""
+    if _compiled_for(A):
+        return torch.ops.convspectra.gram_bound(A, steps)
+    return reference.gram_bound(A, steps)
 
 
 def svd(A: torch.Tensor):

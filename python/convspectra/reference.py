@@ -21,6 +21,7 @@ __all__ = [
     "svd",
     "spectral_norm",
     "clip_singular_values",
+    "gram_bound",
     "svdvals",
     "polyphase",
     "conv",
@@ -95,6 +96,28 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
     projected = U @ torch.diag_embed(S.clamp(max=max_value).to(U.dtype)) @ Vh  # (H, W, c_out, c_in)
     full = torch.fft.ifft2(projected.permute(2, 3, 0, 1)).real
     return full[:, :, :kh, :kw].contiguous()
+
+
+def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Upper bound of ||A||_2 per matrix of a batch (..., m, n) by Gram
+    iteration (Delattre et al. 2023): ||A||_2^(2^t) <= ||G_t||_F with
+    G_{t+1} = G_t^H G_t, each G rescaled to unit Frobenius norm and the scale
+    carried in log space. Differentiable."""
+    if A.shape[-2] < A.shape[-1]:
+        A = A.mH  # square the smaller Gram matrix
+    tiny = torch.finfo(A.real.dtype).tiny
+    # the bound is scale-equivariant: start from entries <= 1 so that even the
+    # first Frobenius norm cannot overflow
+    amax = A.abs().amax(dim=(-2, -1)).clamp_min(tiny)
+    G = A / amax[..., None, None]
+    log_scale = torch.zeros(A.shape[:-2], dtype=torch.float64, device=A.device)
+    for _ in range(steps):
+        f = torch.linalg.matrix_norm(G).clamp_min(tiny)
+        G = G / f[..., None, None]
+        log_scale = 2 * (log_scale + f.log().double())
+        G = G.mH @ G
+    log_bound = (log_scale + torch.linalg.matrix_norm(G).log().double()) / 2**steps
+    return log_bound.exp().to(A.real.dtype) * amax
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:

@@ -279,6 +279,7 @@ CHEAP_METHODS = ("sum_taps", "reshape", "l1")
 # Gram iteration squarings: the bound exceeds the norm by at most a factor
 # r^(1 / 2^(steps+1)) for rank r, i.e. 0.31 % for any r <= 512 at 10 steps.
 GRAM_STEPS = 10
+MAX_GRAM_STEPS = 60  # 2^60: beyond any use, and a cap on the op's loop
 
 
 def spectral_norm(
@@ -323,6 +324,8 @@ def spectral_norm(
     tol = _checks.positive_float(tol, "tol")
     max_iter = _checks.positive_int(max_iter, "max_iter")
     steps = _checks.positive_int(steps, "steps")
+    if steps > MAX_GRAM_STEPS:
+        raise ValueError(f"steps must be <= {MAX_GRAM_STEPS}, got {steps}")
     kh, kw = weight.shape[-2:]
     if method == "exact" and padding == "zeros":
         return _zero_padded_norm(weight, H, W, tol, max_iter)
@@ -332,7 +335,7 @@ def spectral_norm(
         # circular padding "certified" is the exact norm itself
         H, W = H + kh - 1, W + kw - 1
     if method == "gram":
-        return _max_over_frequencies(weight, H, W, lambda A: _gram_bound(A, steps))
+        return _max_over_frequencies(weight, H, W, lambda A: _ops.gram_bound(A, steps))
     return _max_over_frequencies(weight, H, W, _top_singular_value)
 
 
@@ -340,27 +343,6 @@ def _top_singular_value(A: torch.Tensor) -> torch.Tensor:
     if A.requires_grad and torch.is_grad_enabled():
         return _ops.svd(A)[1][..., 0]
     return _ops.svdvals(A)[..., 0]
-
-
-def _gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:
-    """Upper bound of ||A||_2 per matrix by Gram iteration: ||A||_2^(2^t) <=
-    ||G_t||_F with G_{t+1} = G_t^H G_t, each G rescaled to unit Frobenius norm
-    and the scale carried in log space (no overflow)."""
-    if A.shape[-2] < A.shape[-1]:
-        A = A.mH  # square the smaller Gram matrix
-    tiny = torch.finfo(A.real.dtype).tiny
-    # the bound is scale-equivariant: start from entries <= 1 so that even the
-    # first Frobenius norm cannot overflow
-    amax = A.abs().amax(dim=(-2, -1)).clamp_min(tiny)
-    G = A / amax[..., None, None]
-    log_scale = torch.zeros(A.shape[:-2], dtype=torch.float64, device=A.device)
-    for _ in range(steps):
-        f = torch.linalg.matrix_norm(G).clamp_min(tiny)
-        G = G / f[..., None, None]
-        log_scale = 2 * (log_scale + f.log().double())
-        G = G.mH @ G
-    log_bound = (log_scale + torch.linalg.matrix_norm(G).log().double()) / 2**steps
-    return log_bound.exp().to(A.real.dtype) * amax
 
 
 def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):

@@ -1,0 +1,93 @@
+// CPU kernel of convspectra::gram_bound: Gram iteration per matrix.
+//
+// Small matrices (min(m, n) <= kGramSerialMaxCpu) run the serial loop of
+// common/gram.h with the matrix in cache, at::parallel_for over the batch;
+// larger ones use batched ATen products (MKL), which win there.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/gram.h"
+#include "gram_batched.h"
+
+namespace convspectra {
+namespace {
+
+constexpr int64_t kGramSerialMaxCpu = 32;
+
+template <typename scalar_t> struct ElementOf { using type = scalar_t; };
+template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
+
+// Upper bound of ||A||_2 for one row-major m x n matrix.
+template <typename E>
+real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& buf_g, std::vector<E>& buf_c) {
+  using R = real_t<E>;
+  const bool tall = m >= n;
+  const int rows = tall ? m : n, k = tall ? n : m;
+  R amax = R(0);
+  for (int i = 0; i < m * n; ++i) {
+    if (!is_finite(A[i])) return std::numeric_limits<R>::quiet_NaN();
+    amax = std::max(amax, cabs(A[i]));
+  }
+  if (amax == R(0)) return R(0);
+  buf_g.resize(size_t(rows) * k);
+  buf_c.resize(size_t(k) * k);
+  E* G = buf_g.data();
+  E* C = buf_c.data();
+  // X = A (tall) or A^H (wide), row-major rows x k, divided by amax
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < k; ++c) G[r * k + c] = scale(tall ? A[r * n + c] : conj(A[c * n + r]), R(1) / amax);
+  double log_scale = 0.0;
+  int cur_rows = rows;
+  for (int t = 0; t < steps; ++t) {
+    R f2 = R(0);
+    for (int i = 0; i < cur_rows * k; ++i) f2 += abs2(G[i]);
+    if (!(f2 > R(0))) return R(0);
+    log_scale = 2.0 * (log_scale + 0.5 * std::log(double(f2)));
+    gram_square(G, cur_rows, k, R(1) / f2, C);
+    std::swap(G, C);
+    cur_rows = k;
+  }
+  R f2 = R(0);
+  for (int i = 0; i < cur_rows * k; ++i) f2 += abs2(G[i]);
+  if (!(f2 > R(0))) return R(0);
+  return R(std::exp(gram_log_bound(log_scale, 0.5 * std::log(double(f2)), steps))) * amax;
+}
+
+at::Tensor gram_bound_cpu(const at::Tensor& A_in, int64_t steps) {
+  TORCH_CHECK(A_in.dim() >= 2, "convspectra::gram_bound: A must have at least 2 dimensions (..., m, n), got ",
+              A_in.dim());
+  const auto st = A_in.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble,
+              "convspectra::gram_bound: A must be float32/float64/complex64/complex128, got ", st);
+  TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
+  const int64_t m = A_in.size(-2), n = A_in.size(-1);
+  auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
+  at::Tensor out = at::empty(batch_shape, A_in.options().dtype(c10::toRealValueType(st)));
+  if (out.numel() == 0) return out;
+  if (m == 0 || n == 0) return out.zero_();
+  const at::Tensor A = A_in.reshape({-1, m, n}).contiguous();
+  if (std::min(m, n) > kGramSerialMaxCpu) return gram_bound_batched(A, steps).view(batch_shape);
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_gram_bound_cpu", [&] {
+    using E = typename ElementOf<scalar_t>::type;
+    using R = real_t<E>;
+    const E* a = reinterpret_cast<const E*>(A.const_data_ptr<scalar_t>());
+    R* o = out.mutable_data_ptr<R>();
+    at::parallel_for(0, A.size(0), std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
+      std::vector<E> g, c;
+      for (int64_t b = b0; b < b1; ++b) o[b] = gram_bound_one(a + b * m * n, int(m), int(n), int(steps), g, c);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(convspectra, CPU, m) { m.impl("gram_bound", &gram_bound_cpu); }
+
+}  // namespace convspectra

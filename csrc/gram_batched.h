@@ -1,0 +1,33 @@
+// Gram iteration with batched ATen products: the path for matrices too large
+// to keep on chip, shared by the CPU and CUDA registrations (on the GPU the
+// products go to cuBLAS). Same algorithm as common/gram.h.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+namespace convspectra {
+
+// A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
+inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
+  const at::Tensor X = A.size(1) < A.size(2) ? A.mH() : A;  // square the smaller Gram matrix
+  const double tiny = at::isComplexType(A.scalar_type()) || A.scalar_type() == at::kFloat
+                          ? double(std::numeric_limits<float>::min())
+                          : std::numeric_limits<double>::min();
+  const at::Tensor amax = X.abs().amax({-2, -1}).clamp_min(tiny);
+  at::Tensor G = X / amax.unsqueeze(-1).unsqueeze(-1);
+  at::Tensor log_scale = at::zeros({A.size(0)}, A.options().dtype(at::kDouble));
+  for (int64_t t = 0; t < steps; ++t) {
+    const at::Tensor f = at::linalg_matrix_norm(G, "fro").clamp_min(tiny);
+    G = G / f.unsqueeze(-1).unsqueeze(-1);
+    log_scale = 2 * (log_scale + f.log().to(at::kDouble));
+    G = at::matmul(G.mH(), G);
+  }
+  const at::Tensor log_bound =
+      (log_scale + at::linalg_matrix_norm(G, "fro").log().to(at::kDouble)) / std::ldexp(1.0, int(steps));
+  return log_bound.exp().to(amax.scalar_type()) * amax;
+}
+
+}  // namespace convspectra
