@@ -12,6 +12,7 @@ namespace convspectra {
 
 // A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
 inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
+  at::NoGradGuard no_grad;  // a kernel: the op's autograd is registered separately
   const at::Tensor X = A.size(1) < A.size(2) ? A.mH() : A;  // square the smaller Gram matrix
   const double tiny = at::isComplexType(A.scalar_type()) || A.scalar_type() == at::kFloat
                           ? double(std::numeric_limits<float>::min())

@@ -153,6 +153,10 @@ void for_each_finite_run(const E* a, int64_t mat, int64_t begin, int64_t end, Fn
 std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
   check_matrix_input(A_in, op);
   TORCH_CHECK(A_in.device().is_cpu(), op, ": expected a CPU tensor");
+  // A kernel records no autograd history: the ATen calls below write into
+  // views of the outputs. Grad mode is thread local and OpenMP workers do not
+  // inherit it, so each thread sets it again.
+  at::NoGradGuard no_grad;
   const int64_t m = A_in.size(-2), n = A_in.size(-1), k = std::min(m, n);
   auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
   const auto real_dtype = c10::toRealValueType(A_in.scalar_type());
@@ -182,6 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_
     E* vh = want_uv ? reinterpret_cast<E*>(Vh3.mutable_data_ptr<scalar_t>()) : nullptr;
     const int64_t grain = std::max<int64_t>(1, 4096 / (mat + 1));
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+      at::NoGradGuard no_grad_in_worker;
       JacobiScratch<E> scratch;
       for_each_finite_run(a, mat, begin, end, [&](int64_t b0, int64_t b1, bool finite) {
         if (!finite) {

@@ -23,7 +23,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -45,7 +45,6 @@ class Case:
     quick: bool = False
     direction: str = "forward"
     tol: float = 1e-4
-    meta: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- cases
@@ -119,8 +118,49 @@ def circular_singular_value_cases() -> list[Case]:
     return cases
 
 
+def _svd_outputs(factors):
+    # S and U Vh: invariant to the phase of each singular vector pair, so the
+    # two implementations can be compared, and a backward reaches U, S and Vh
+    U, S, Vh = factors
+    return torch.cat([S.flatten(), torch.view_as_real(U @ Vh).flatten()])
+
+
+def _reference_gram(w, n):
+    # Delattre et al.'s iteration on the full symbol, in plain torch
+    return cs.reference.gram_bound(cs.reference.symbol(w, n)).max()
+
+
+def grid_cases() -> list[Case]:
+    """Per-frequency SVD with vectors and the spectral-norm methods, forward
+    and backward, on the c x c x 3 x 3 grid of BENCH.md."""
+    families = [
+        ("per-frequency svd + vectors", lambda w, n: _svd_outputs(cs.svd(w, n)),
+         lambda w, n: _svd_outputs(cs.reference.svd(w, n)), 4),
+        ("spectral norm, exact circular", lambda w, n: cs.spectral_norm(w, n),
+         lambda w, n: cs.reference.spectral_norm(w, n), 1),
+        ("spectral norm, gram", lambda w, n: cs.spectral_norm(w, n, method="gram"), _reference_gram, 1),
+        ("spectral norm, certified zeros", lambda w, n: cs.spectral_norm(w, n, "zeros", "certified"),
+         lambda w, n: cs.reference.spectral_norm(w, n + 2), 1),
+    ]
+    cases = []
+    for family, ours, ref, passes in families:
+        for c, n in GRID:
+            for direction in ("forward", "backward"):
+
+                def make(device, c=c, grad=direction == "backward"):
+                    return tuple(w.requires_grad_(grad) for w in _weights(c, c, 3)(device))
+
+                cases.append(Case(
+                    family=family, name=f"c{c}@{n}", shape=f"{c}x{c}x3x3 @{n}x{n}", make_inputs=make,
+                    ours=lambda w, n=n, f=ours: f(w, n), reference=lambda w, n=n, f=ref: f(w, n),
+                    bytes_moved=passes * _spectrum_bytes(c, c, n, 1), direction=direction,
+                    quick=c == 64 and direction == "forward", tol=1e-3,
+                ))
+    return cases
+
+
 def all_cases() -> list[Case]:
-    return circular_singular_value_cases()
+    return circular_singular_value_cases() + grid_cases()
 
 
 # ------------------------------------------------------------------- measurement
@@ -215,7 +255,7 @@ def _backward_runner(fn, inputs, device):
     outs = []
     for w in inputs:
         y = fn(w)
-        outs.append((y, torch.linspace(0.5, 1.5, y.numel(), device=device, dtype=y.dtype), w))
+        outs.append((y, torch.linspace(0.5, 1.5, y.numel(), device=device, dtype=y.dtype).reshape(y.shape), w))
     state = {"i": 0}
 
     def call():

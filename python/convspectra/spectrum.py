@@ -270,8 +270,26 @@ def _weighted_quantiles(values: torch.Tensor, weights: torch.Tensor, count: int)
 def svd(weight: torch.Tensor, input_size):
     """Per-frequency reduced SVD of the symbol on the full grid:
     U ``(H, W, c_out, r)``, S ``(H, W, r)``, Vh ``(H, W, r, c_in)``, with
-    ``U diag(S) Vh == symbol(weight, input_size)``. Differentiable."""
-    return _ops.svd(symbol(weight, input_size))
+    ``U diag(S) Vh == symbol(weight, input_size)``. Differentiable (losses on
+    U and Vh must be invariant to the phase of each singular vector pair).
+
+    Only the half grid ``v <= W//2`` is solved: a real kernel has
+    ``F(-w) = conj F(w)``, so the other half is the conjugate of the factors
+    at the mirrored frequency."""
+    _checks.check_weight(weight)
+    H, W = _checks.input_size_pair(input_size, weight)
+    half = torch.fft.rfft2(weight, s=(H, W)).permute(2, 3, 0, 1).contiguous()  # (H, W//2+1, c_out, c_in)
+    factors = _ops.svd(half)
+    # column W - v at row -u is the conjugate of column v at row u, 0 < v < W/2
+    rows = (-torch.arange(H, device=weight.device)) % H
+    cols = W - torch.arange(W // 2 + 1, W, device=weight.device)
+
+    def full(x, conj):
+        mirrored = x.index_select(0, rows).index_select(1, cols)
+        return torch.cat([x, mirrored.conj() if conj else mirrored], 1)
+
+    U, S, Vh = factors
+    return full(U, True), full(S, False), full(Vh, True)
 
 
 NORM_METHODS = ("exact", "certified", "gram", "sum_taps", "reshape", "l1")
