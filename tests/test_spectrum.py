@@ -218,3 +218,15 @@ def test_zero_padding_gradcheck():
 def test_zero_padding_rejects_strides():
     with pytest.raises(ValueError, match="stride must be 1 for padding='zeros'"):
         cs.singular_values(torch.randn(3, 3, 3, 3), (8, 8), padding="zeros", stride=2)
+
+
+@pytest.mark.parametrize("shape,size", [((3, 2, 3, 3), (5, 6)), ((4, 4, 2, 3), (6, 5)), ((2, 5, 5, 4), (7, 6)),
+                                        ((3, 3, 1, 1), (4, 4)), ((2, 3, 7, 7), (7, 9))])
+def test_zero_padded_moments_are_exact(shape, size):
+    # the two exact invariants the approximation is fitted to
+    w = torch.randn(shape, dtype=torch.float64)
+    s = dense_zero_padded(w, size)
+    assert spectrum._zero_padded_frobenius2(w, *size).item() == pytest.approx((s**2).sum().item(), rel=1e-12)
+    assert spectrum._zero_padded_m4(w, *size).item() == pytest.approx((s**4).sum().item(), rel=1e-12)
+    approx = cs.singular_values(w, size, padding="zeros")
+    assert (approx**2).sum().item() == pytest.approx((s**2).sum().item(), rel=1e-12)

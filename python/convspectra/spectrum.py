@@ -192,7 +192,8 @@ def _tap_classes(n: int, k: int) -> list[tuple[tuple[bool, ...], int]]:
 def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """The zero-padding approximation of docs/accuracy.md: the weighted
     quantiles of a mixture of two sample sets, rescaled to the exact Frobenius
-    norm of the zero-padded layer.
+    norm of the zero-padded layer, then blended with the (rescaled) circular
+    spectrum to match the exact sum of sigma^4.
       - local symbols: for each class of output pixels (interior, edge rows and
         columns, corners), the circular singular values of the kernel truncated
         to the taps that land inside the image, weighted by the class's size;
@@ -219,8 +220,64 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
         v = _GridSpectrum.apply(weight, torch.cat([j1, -j1]), j2).flatten()
         values.append(v)
         weights.append(torch.full((v.numel(),), alpha / v.numel(), dtype=torch.float64, device=weight.device))
-    approx = _weighted_quantiles(torch.cat(values), torch.cat(weights), H * W * min(weight.shape[:2]))
-    return approx * (_zero_padded_frobenius2(weight, H, W) / approx.square().sum()).sqrt()
+    count = H * W * min(weight.shape[:2])
+    frob2 = _zero_padded_frobenius2(weight, H, W)
+    model = _weighted_quantiles(torch.cat(values), torch.cat(weights), count)
+    model = model * (frob2 / model.square().sum()).sqrt()
+    # The circular spectrum rescaled to the exact Frobenius norm: the interior
+    # class's values when that class has every tap (then they are exactly it).
+    if all(_tap_classes(H, kh)[0][0]) and all(_tap_classes(W, kw)[0][0]):
+        circular = values[0].sort(descending=True).values
+    else:
+        circular = _circular_values(weight, H, W).sort(descending=True).values
+    circular = circular * (frob2 / circular.square().sum()).sqrt()
+    # Blend the two in quantile space so that sum sigma^4 matches the exact
+    # ||T^T T||_F^2 (the weight is chosen without autograd, like an argmax).
+    with torch.no_grad():
+        target = _zero_padded_m4(weight, H, W)
+        lam = torch.linspace(0, 1, 101, device=weight.device, dtype=torch.float64)[:, None]
+        m4 = ((1 - lam) * model.detach().double() + lam * circular.detach().double()).pow(4).sum(1)
+        lam = float(lam[(m4 - target).abs().argmin(), 0])
+    approx = (1 - lam) * model + lam * circular
+    return approx * (frob2 / approx.square().sum()).sqrt()
+
+
+def _axis_tap_sets(n: int, k: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """For each offset d, |d| < k: the taps s that output rows y and y + d
+    (both inside) read from one common input row, as distinct 0/1 masks over s
+    with the number of rows y having each. Tap s of row y reads input row
+    y + s - p, which tap s - d of row y + d reads too."""
+    p = (k - 1) // 2
+    sets = {}
+    for d in range(-(k - 1), k):
+        counts: dict[tuple[int, ...], int] = {}
+        for y in range(max(0, -d), min(n, n - d)):
+            mask = tuple(int(0 <= y + s - p < n and 0 <= s - d < k) for s in range(k))
+            if any(mask):
+                counts[mask] = counts.get(mask, 0) + 1
+        if counts:
+            sets[d] = (torch.tensor(list(counts), dtype=torch.float64), torch.tensor(list(counts.values()),
+                                                                                      dtype=torch.float64))
+    return sets
+
+
+def _zero_padded_m4(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """sum sigma^4 = ||T T^T||_F^2 of the zero-padded layer, exactly, from
+    the tap products K_s K_{s-d}^T: the block of T T^T between output pixels
+    y and y + d is the sum of those over the taps both read inside the image."""
+    c_out, _, kh, kw = weight.shape
+    K = weight.detach().double().permute(2, 3, 0, 1)  # (kh, kw, c_out, c_in)
+    total = torch.zeros((), dtype=torch.float64, device=weight.device)
+    rows, cols = _axis_tap_sets(H, kh), _axis_tap_sets(W, kw)
+    for d1, (masks1, counts1) in rows.items():
+        a0, a1 = max(0, d1), min(kh, kh + d1)  # taps s with s - d1 inside the kernel
+        for d2, (masks2, counts2) in cols.items():
+            b0, b1 = max(0, d2), min(kw, kw + d2)
+            Q = K.new_zeros(kh, kw, c_out, c_out)
+            Q[a0:a1, b0:b1] = K[a0:a1, b0:b1] @ K[a0 - d1 : a1 - d1, b0 - d2 : b1 - d2].mT
+            M = torch.einsum("xa,yb,abij->xyij", masks1.to(K.device), masks2.to(K.device), Q)
+            total += (counts1.to(K.device)[:, None] * counts2.to(K.device)[None, :] * M.square().sum((-2, -1))).sum()
+    return total
 
 
 # Below this weight the sine grid moves no quantile measurably; skipping it
