@@ -148,11 +148,12 @@ def singular_values(weight: torch.Tensor, input_size, padding: str = "circular",
     giving ``(H/s)*(W/s)*min(c_out, c_in*s*s)`` values. Memory stays bounded
     for large inputs (chunked over frequencies, forward and backward).
 
-    ``padding="zeros"`` ('same' output, stride 1): the spectral-density
-    approximation of the zero-padded layer described in docs/accuracy.md:
-    the quantiles of the mixture, over the classes of output pixels (interior,
-    edges, corners), of the singular values of the kernel truncated to the taps
-    that land inside the image, each class weighted by its pixel count.
+    ``padding="zeros"`` ('same' output, stride 1): an approximation of the
+    zero-padded layer's spectrum (docs/accuracy.md): the per-pixel-class
+    symbols of the kernel truncated at the image border, mixed with the sine
+    (Dirichlet) grid for symmetric kernels, fitted to the layer's exact
+    Frobenius norm and fourth moment. On the documented kernel set its median
+    error is 5.5x lower than that of the circular spectrum.
     """
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
@@ -202,9 +203,10 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
         evenness of the kernel's off-centre taps.
     """
     kh, kw = weight.shape[-2:]
+    row_classes, col_classes = _tap_classes(H, kh), _tap_classes(W, kw)
     values, weights = [], []
-    for i, (row_taps, row_count) in enumerate(_tap_classes(H, kh)):
-        for j, (col_taps, col_count) in enumerate(_tap_classes(W, kw)):
+    for i, (row_taps, row_count) in enumerate(row_classes):
+        for j, (col_taps, col_count) in enumerate(col_classes):
             mask = torch.tensor(row_taps, device=weight.device)[:, None] & torch.tensor(col_taps, device=weight.device)
             g1 = H if i == 0 else min(H, BOUNDARY_GRID)  # the interior class gets the full grid
             g2 = W if j == 0 else min(W, BOUNDARY_GRID)
@@ -226,7 +228,7 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     model = model * (frob2 / model.square().sum()).sqrt()
     # The circular spectrum rescaled to the exact Frobenius norm: the interior
     # class's values when that class has every tap (then they are exactly it).
-    if all(_tap_classes(H, kh)[0][0]) and all(_tap_classes(W, kw)[0][0]):
+    if all(row_classes[0][0]) and all(col_classes[0][0]):
         circular = values[0].sort(descending=True).values
     else:
         circular = _circular_values(weight, H, W).sort(descending=True).values
