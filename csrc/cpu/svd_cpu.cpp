@@ -140,13 +140,16 @@ template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T
 // finite or all non-finite, inside one thread's slice [begin, end).
 template <typename E, typename Fn>
 void for_each_finite_run(const E* a, int64_t mat, int64_t begin, int64_t end, Fn fn) {
+  if (begin >= end) return;
   int64_t b0 = begin;
+  bool finite = all_finite(a + b0 * mat, mat);
   while (b0 < end) {
-    const bool finite = all_finite(a + b0 * mat, mat);
     int64_t b1 = b0 + 1;
-    while (b1 < end && all_finite(a + b1 * mat, mat) == finite) ++b1;
+    bool next = finite;  // each matrix is scanned once
+    while (b1 < end && (next = all_finite(a + b1 * mat, mat)) == finite) ++b1;
     fn(b0, b1, finite);
     b0 = b1;
+    finite = next;
   }
 }
 
