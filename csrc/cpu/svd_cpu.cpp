@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <tuple>
 #include <vector>
@@ -27,11 +28,9 @@ constexpr int64_t kJacobiMaxCpu = 8;
 
 void check_matrix_input(const at::Tensor& A, const char* op) {
   TORCH_CHECK(A.dim() >= 2, op, ": A must have at least 2 dimensions (..., m, n), got ", A.dim());
-  TORCH_CHECK(at::isFloatingType(A.scalar_type()) || at::isComplexType(A.scalar_type()), op,
-              ": A must be float32/float64/complex64/complex128, got ", A.scalar_type());
-  TORCH_CHECK(A.scalar_type() != at::kHalf && A.scalar_type() != at::kBFloat16 &&
-                  A.scalar_type() != at::kComplexHalf,
-              op, ": A must be float32/float64/complex64/complex128, got ", A.scalar_type());
+  const auto st = A.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, op,
+              ": A must be float32/float64/complex64/complex128, got ", st);
 }
 
 template <typename E>
