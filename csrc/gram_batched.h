@@ -8,12 +8,14 @@
 #include <cmath>
 #include <limits>
 
+#include "aten_helpers.h"
+
 namespace convspectra {
 
 // A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
 inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
   at::NoGradGuard no_grad;  // a kernel: the op's autograd is registered separately
-  const at::Tensor X = A.size(1) < A.size(2) ? A.mH() : A;  // square the smaller Gram matrix
+  const at::Tensor X = A.size(1) < A.size(2) ? conj_transpose(A) : A;  // square the smaller Gram matrix
   const double tiny = at::isComplexType(A.scalar_type()) || A.scalar_type() == at::kFloat
                           ? double(std::numeric_limits<float>::min())
                           : std::numeric_limits<double>::min();
@@ -24,7 +26,7 @@ inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
     const at::Tensor f = at::linalg_matrix_norm(G, "fro").clamp_min(tiny);
     G = G / f.unsqueeze(-1).unsqueeze(-1);
     log_scale = 2 * (log_scale + f.log().to(at::kDouble));
-    G = at::matmul(G.mH(), G);
+    G = at::matmul(conj_transpose(G), G);
   }
   const at::Tensor log_bound =
       (log_scale + at::linalg_matrix_norm(G, "fro").log().to(at::kDouble)) / std::ldexp(1.0, int(steps));

@@ -12,4 +12,9 @@ TORCH_LIBRARY(convspectra, m) {
   // Upper bound of the spectral norm of each (..., m, n) matrix after `steps`
   // Gram iteration squarings (Delattre et al. 2023), shape (...), real dtype.
   m.def("gram_bound(Tensor A, int steps) -> Tensor");
+  // Batched Cayley map (MATH.md 5) of (..., m, n) matrices: Q (..., m, n) with
+  // orthonormal columns (m >= n) or rows (m < n), and M = (I + A)^{-1}
+  // (..., min, min) that the backward reuses.
+  m.def("cayley(Tensor W) -> (Tensor Q, Tensor M)");
+  m.def("cayley_backward(Tensor grad_Q, Tensor W, Tensor M) -> Tensor");
 }

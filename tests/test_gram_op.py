@@ -52,7 +52,8 @@ def test_gram_bound_gradcheck(device, dtype):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
 def test_gram_bound_opcheck(device, dtype):
-    for shape in [(3, 4, 4), (2, 5, 3), (2, 40, 36)]:
+    # tall, wide (a conjugate transpose inside) and large (the batched path)
+    for shape in [(3, 4, 4), (2, 5, 3), (2, 3, 5), (2, 40, 36), (2, 36, 40)]:
         A = torch.randn(shape, dtype=dtype, device=device)
         torch.library.opcheck(torch.ops.convspectra.gram_bound.default, (A, 6))
         torch.library.opcheck(torch.ops.convspectra.gram_bound.default, (A.clone().requires_grad_(True), 6))

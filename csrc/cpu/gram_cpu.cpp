@@ -71,7 +71,7 @@ at::Tensor gram_bound_cpu(const at::Tensor& A_in, int64_t steps) {
   at::Tensor out = at::empty(batch_shape, A_in.options().dtype(c10::toRealValueType(st)));
   if (out.numel() == 0) return out;
   if (m == 0 || n == 0) return out.zero_();
-  const at::Tensor A = A_in.reshape({-1, m, n}).contiguous();
+  const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
   if (std::min(m, n) > kGramSerialMaxCpu) return gram_bound_batched(A, steps).view(batch_shape);
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_gram_bound_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;

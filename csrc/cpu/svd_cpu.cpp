@@ -173,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_
   at::Tensor Vh = want_uv ? at::empty(shape_with(k, n), A_in.options()) : at::Tensor();
   if (A_in.numel() == 0 || k == 0) return {U, S, Vh};
 
-  const at::Tensor A = A_in.reshape({-1, m, n}).contiguous();
+  const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
   const int64_t batch = A.size(0), mat = m * n;
   at::Tensor S3 = S.view({batch, k});
   at::Tensor U3 = want_uv ? U.view({batch, m, k}) : at::Tensor();

@@ -32,7 +32,7 @@ at::Tensor gram_bound_cuda(const at::Tensor& A_in, int64_t steps) {
   at::Tensor out = at::empty(batch_shape, A_in.options().dtype(c10::toRealValueType(st)));
   if (out.numel() == 0) return out;
   if (m == 0 || n == 0) return out.zero_();
-  const at::Tensor A = A_in.reshape({-1, m, n}).contiguous();
+  const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
   if (!cuda::gram_bound_fits_shared(kind, int(m), int(n))) return gram_bound_batched(A, steps).view(batch_shape);
   const cudaError_t err = cuda::gram_bound(kind, A.const_data_ptr(), A.size(0), int(m), int(n), int(steps),
                                            out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream().stream());

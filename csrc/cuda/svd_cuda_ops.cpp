@@ -43,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cuda_impl(const at::Tensor& A
   at::Tensor Vh = want_uv ? at::empty(shape_with(k, n), A_in.options()) : at::Tensor();
   if (A_in.numel() == 0 || k == 0) return {U, S, Vh};
 
-  const at::Tensor A = A_in.contiguous();
+  const at::Tensor A = A_in.resolve_conj().contiguous();  // raw memory below
   const int64_t batch = A.numel() / (m * n);
   const size_t ws_bytes = cuda::jacobi_svd_workspace_bytes(kind, batch, int(m), int(n), want_uv);
   at::Tensor ws = ws_bytes ? at::empty({int64_t(ws_bytes)}, A.options().dtype(at::kByte)) : at::Tensor();

@@ -178,12 +178,39 @@ if COMPILED:
         "convspectra::gram_bound", _gram_bound_backward, setup_context=_gram_bound_setup_context
     )
 
+    @torch.library.register_fake("convspectra::cayley")
+    def _cayley_fake(W):
+        k = torch.sym_min(W.shape[-2], W.shape[-1])
+        return W.new_empty(W.shape), W.new_empty((*W.shape[:-2], k, k))
+
+    @torch.library.register_fake("convspectra::cayley_backward")
+    def _cayley_backward_fake(grad_Q, W, M):
+        return W.new_empty(W.shape)
+
+    def _cayley_setup_context(ctx, inputs, output):
+        Q, M = output
+        ctx.mark_non_differentiable(M)  # (I + A)^{-1}, kept for the backward
+        ctx.save_for_backward(inputs[0], M)
+
+    def _cayley_backward(ctx, grad_Q, grad_M):
+        W, M = ctx.saved_tensors
+        return torch.ops.convspectra.cayley_backward(grad_Q, W, M)
+
+    torch.library.register_autograd("convspectra::cayley", _cayley_backward, setup_context=_cayley_setup_context)
+
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Batched singular values through the fused op (reference if unavailable)."""
     if _compiled_for(A):
         return torch.ops.convspectra.svdvals(A)
     return torch.linalg.svdvals(A)
+
+
+def cayley(W: torch.Tensor) -> torch.Tensor:
+    """Batched Cayley map through the fused op (reference if unavailable)."""
+    if _compiled_for(W):
+        return torch.ops.convspectra.cayley(W)[0]
+    return reference.cayley(W)
 
 
 def gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from . import _checks, _ops
 
-__all__ = ["svdvals", "svd"]
+__all__ = ["svdvals", "svd", "cayley"]
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
@@ -29,3 +29,18 @@ def svd(A: torch.Tensor):
     """
     _checks.check_matrices(A)
     return _ops.svd(A)
+
+
+def cayley(W: torch.Tensor) -> torch.Tensor:
+    """Batched Cayley map of ``(..., m, n)`` real or complex matrices (MATH.md 5).
+
+    Square: ``Q = (I + A)^{-1} (I - A)`` with ``A = W - W^H``, unitary.
+    Tall (m > n): ``W = [U; V]``, ``A = U - U^H + V^H V``,
+    ``Q = [(I + A)^{-1} (I - A); -2 V (I + A)^{-1}]``: orthonormal columns.
+    Wide (m < n): the same on ``W^H``, transposed back: orthonormal rows.
+    One fused kernel per device (Gauss-Jordan without pivoting: the Hermitian
+    part of ``I + A`` is positive definite); the backward is its own op reusing
+    ``(I + A)^{-1}``.
+    """
+    _checks.check_matrices(W, "W")
+    return _ops.cayley(W)

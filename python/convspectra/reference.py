@@ -21,6 +21,7 @@ __all__ = [
     "svd",
     "spectral_norm",
     "clip_singular_values",
+    "cayley",
     "gram_bound",
     "svdvals",
     "polyphase",
@@ -118,6 +119,23 @@ def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
         G = G.mH @ G
     log_bound = (log_scale + torch.linalg.matrix_norm(G).log().double()) / 2**steps
     return log_bound.exp().to(A.real.dtype) * amax
+
+
+def cayley(W: torch.Tensor) -> torch.Tensor:
+    """Batched Cayley map (MATH.md 5), written as published code does it:
+    ``torch.inverse`` per matrix, then products.
+    Square: ``A = W - W^H``, ``Q = (I + A)^{-1} (I - A)``, unitary.
+    Tall (m > n): ``W = [U; V]``, ``A = U - U^H + V^H V``,
+    ``Q = [(I + A)^{-1} (I - A); -2 V (I + A)^{-1}]``, orthonormal columns.
+    Wide (m < n): the same on ``W^H``, transposed back; orthonormal rows."""
+    m, n = W.shape[-2:]
+    if m < n:
+        return cayley(W.mH).mH
+    U, V = W[..., :n, :], W[..., n:, :]
+    A = U - U.mH + V.mH @ V
+    eye = torch.eye(n, dtype=W.dtype, device=W.device)
+    M = torch.inverse(eye + A)
+    return torch.cat([M @ (eye - A), -2 * V @ M], -2)
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:

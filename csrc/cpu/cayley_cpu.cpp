@@ -1,0 +1,67 @@
+// CPU kernel of convspectra::cayley: per matrix, Gauss-Jordan inversion of
+// I + A without pivoting and the output blocks (common/cayley.h), with
+// at::parallel_for over the batch; batched ATen (LAPACK) above kCayleySerialMaxCpu.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "aten_helpers.h"
+#include "cayley_composite.h"
+#include "common/cayley.h"
+
+namespace convspectra {
+namespace {
+
+constexpr int64_t kCayleySerialMaxCpu = 32;
+
+template <typename scalar_t> struct ElementOf { using type = scalar_t; };
+template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
+
+std::tuple<at::Tensor, at::Tensor> cayley_cpu(const at::Tensor& W_in) {
+  TORCH_CHECK(W_in.dim() >= 2, "convspectra::cayley: W must have at least 2 dimensions (..., m, n), got ", W_in.dim());
+  const auto st = W_in.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble,
+              "convspectra::cayley: W must be float32/float64/complex64/complex128, got ", st);
+  const int64_t m = W_in.size(-2), n = W_in.size(-1);
+  if (m < n) {  // orthonormal rows: the tall case of W^H
+    auto [Q, M] = cayley_cpu(conj_transpose(W_in));
+    return {conj_transpose(Q), M};
+  }
+  auto batch_shape = W_in.sizes().slice(0, W_in.dim() - 2).vec();
+  auto m_shape = batch_shape;
+  m_shape.push_back(n);
+  m_shape.push_back(n);
+  if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};
+  const at::Tensor W = W_in.reshape({-1, m, n}).resolve_conj().contiguous();
+  if (n > kCayleySerialMaxCpu) {
+    auto [Q, M] = cayley_batched(W);
+    return {Q.view(W_in.sizes()), M.view(m_shape)};
+  }
+  at::Tensor Q = at::empty_like(W);
+  at::Tensor M = at::empty({W.size(0), n, n}, W.options());
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_cayley_cpu", [&] {
+    using E = typename ElementOf<scalar_t>::type;
+    const E* w = reinterpret_cast<const E*>(W.const_data_ptr<scalar_t>());
+    E* q = reinterpret_cast<E*>(Q.mutable_data_ptr<scalar_t>());
+    E* mm = reinterpret_cast<E*>(M.mutable_data_ptr<scalar_t>());
+    at::parallel_for(0, W.size(0), std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
+      std::vector<E> column(n);
+      for (int64_t b = b0; b < b1; ++b) {
+        E* Mb = mm + b * n * n;
+        cayley_system(w + b * m * n, int(m), int(n), Mb);
+        invert_without_pivoting(Mb, int(n), column.data());
+        cayley_output(w + b * m * n, Mb, int(m), int(n), q + b * m * n);
+      }
+    });
+  });
+  return {Q.view(W_in.sizes()), M.view(m_shape)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(convspectra, CPU, m) { m.impl("cayley", &cayley_cpu); }
+
+}  // namespace convspectra

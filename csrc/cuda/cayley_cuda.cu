@@ -1,0 +1,120 @@
+// Fused CUDA kernel of convspectra::cayley (m >= n): one block per matrix
+// forms I + A in shared memory, inverts it in place by Gauss-Jordan without
+// pivoting (its Hermitian part is positive definite) and writes Q = [2M - I;
+// -2 V M] and M directly: one launch instead of a solver call and products.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "common/cayley.h"
+#include "cuda/cayley_cuda.h"
+
+namespace convspectra {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename E>
+size_t shared_bytes(int n) {
+  return sizeof(E) * (size_t(n) * n + n);
+}
+
+template <typename E>
+__global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ W, int64_t batch, int m, int n,
+                                                          E* __restrict__ Q, E* __restrict__ Mout) {
+  using R = real_t<E>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  E* B = reinterpret_cast<E*>(smem);
+  E* column = B + size_t(n) * n;
+  const int tid = threadIdx.x;
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const E* w = W + b * int64_t(m) * n;
+    // B = I + U - U^H + V^H V
+    for (int idx = tid; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n;
+      E acc = sub(w[i * n + j], conj(w[j * n + i]));
+      if (i == j) acc = add(acc, make_real<E>(R(1)));
+      for (int r = n; r < m; ++r) acc = add(acc, conj_mul(w[r * n + i], w[r * n + j]));
+      B[idx] = acc;
+    }
+    __syncthreads();
+    for (int p = 0; p < n; ++p) {
+      for (int i = tid; i < n; i += blockDim.x) column[i] = B[i * n + p];
+      __syncthreads();
+      const E piv = column[p];
+      const E inv = scale(conj(piv), R(1) / abs2(piv));
+      for (int i = tid; i < n; i += blockDim.x) B[i * n + p] = make_real<E>(i == p ? R(1) : R(0));
+      __syncthreads();
+      for (int j = tid; j < n; j += blockDim.x) B[p * n + j] = mul(B[p * n + j], inv);
+      __syncthreads();
+      for (int idx = tid; idx < n * n; idx += blockDim.x) {
+        const int i = idx / n, j = idx % n;
+        if (i != p) B[idx] = sub(B[idx], mul(column[i], B[p * n + j]));
+      }
+      __syncthreads();
+    }
+    E* q = Q + b * int64_t(m) * n;
+    for (int idx = tid; idx < n * n; idx += blockDim.x) {
+      const int i = idx / n, j = idx % n;
+      Mout[b * int64_t(n) * n + idx] = B[idx];
+      q[idx] = sub(scale(B[idx], R(2)), make_real<E>(i == j ? R(1) : R(0)));
+    }
+    for (int idx = tid; idx < (m - n) * n; idx += blockDim.x) {
+      const int r = n + idx / n, j = idx % n;
+      E acc = make_real<E>(R(0));
+      for (int l = 0; l < n; ++l) acc = add(acc, mul(w[r * n + l], B[l * n + j]));
+      q[r * n + j] = scale(acc, R(-2));
+    }
+    __syncthreads();  // B is reused by the next matrix
+  }
+}
+
+template <typename E>
+bool fits(int n) {
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return false;
+  return shared_bytes<E>(n) <= size_t(optin);
+}
+
+template <typename E>
+cudaError_t launch(const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
+  if (batch == 0 || n == 0) return cudaSuccess;
+  const size_t bytes = shared_bytes<E>(n);
+  if (bytes > 48 * 1024) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(cayley_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (err != cudaSuccess) return err;
+  }
+  const int blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
+  cayley_kernel<E><<<blocks, kThreads, bytes, stream>>>(static_cast<const E*>(W), batch, m, n, static_cast<E*>(Q),
+                                                        static_cast<E*>(M));
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool cayley_fits_shared(ScalarKind kind, int n) {
+  switch (kind) {
+    case ScalarKind::kFloat: return fits<float>(n);
+    case ScalarKind::kDouble: return fits<double>(n);
+    case ScalarKind::kComplexFloat: return fits<Complex<float>>(n);
+    case ScalarKind::kComplexDouble: return fits<Complex<double>>(n);
+  }
+  return false;
+}
+
+cudaError_t cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
+  switch (kind) {
+    case ScalarKind::kFloat: return launch<float>(W, batch, m, n, Q, M, stream);
+    case ScalarKind::kDouble: return launch<double>(W, batch, m, n, Q, M, stream);
+    case ScalarKind::kComplexFloat: return launch<Complex<float>>(W, batch, m, n, Q, M, stream);
+    case ScalarKind::kComplexDouble: return launch<Complex<double>>(W, batch, m, n, Q, M, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace convspectra
