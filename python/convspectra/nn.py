@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
 from torch import nn
 
-from . import _checks
+from . import _checks, linalg
 from .spectrum import NORM_METHODS, spectral_norm
 
-__all__ = ["spectral_penalty", "conv_input_sizes"]
+__all__ = ["CayleyConv2d", "spectral_penalty", "conv_input_sizes"]
 
 _PADDINGS = {"zeros": "zeros", "circular": "circular"}
 # module -> {(in_channels, H, W): {conv: (H, W)}}; dropped with the module
@@ -110,3 +111,75 @@ def spectral_penalty(
         p = next(module.parameters(), None)
         return torch.zeros((), device=p.device if p is not None else None)
     return total
+
+
+class CayleyConv2d(nn.Module):
+    """Orthogonal circular convolution by the Cayley transform (Trockman &
+    Kolter 2021, MATH.md 5).
+
+    Per frequency of the input's ``rfft2`` grid, the symbol of the scaled kernel
+    ``alpha * weight / ||weight||_F`` goes through the fused Cayley map, and
+    ``y = irfft2(Q(w) rfft2(x)(w)) + bias``: an isometry when out_channels >=
+    in_channels * stride^2, a co-isometry otherwise, on any input size.
+    ``stride=s`` is an invertible downsampling (pixel unshuffle, s*s times the
+    channels) followed by a stride-1 layer with kernel size max(1, ceil(k/s)).
+    ``alpha`` is a trainable scale registered at construction. In eval mode the
+    per-frequency matrices are cached per input size (computed without autograd)
+    and dropped when a parameter changes or the module returns to train().
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True):
+        super().__init__()
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
+        self.stride = _checks.positive_int(stride, "stride")
+        k = max(1, math.ceil(self.kernel_size / self.stride))
+        c_in = self.in_channels * self.stride**2
+        self.weight = nn.Parameter(torch.empty(self.out_channels, c_in, k, k))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's initialisation
+        # alpha = ||weight||_F: the layer starts from the Cayley map of the initial kernel
+        self.alpha = nn.Parameter(self.weight.detach().norm().clone())
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self._cache: dict = {}
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({k}, {k}), stride=({self.stride}, "
+                f"{self.stride}), bias={self.bias is not None}")
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+    def _frequency_matrices(self, H: int, W: int, device, dtype) -> torch.Tensor:
+        """Q on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
+        w = self.alpha * self.weight / self.weight.norm()
+        F = torch.fft.rfft2(w.to(dtype), s=(H, W)).permute(2, 3, 0, 1)
+        return linalg.cayley(F.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.check_tensor(x, "x")
+        if x.dim() != 4:
+            raise ValueError(f"x must be 4-D (batch, channels, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
+        s = self.stride
+        if x.shape[-2] % s or x.shape[-1] % s:
+            raise ValueError(f"x's H and W must be divisible by the stride {s}, got {tuple(x.shape[-2:])}")
+        if s > 1:
+            x = nn.functional.pixel_unshuffle(x, s)
+        H, W = x.shape[-2:]
+        if not self.training and not torch.is_grad_enabled():
+            key = (H, W, x.device, x.dtype)
+            versions = tuple((p.data_ptr(), p._version) for p in (self.weight, self.alpha))
+            cached = self._cache.get(key)
+            if cached is None or cached[0] != versions:
+                cached = (versions, self._frequency_matrices(H, W, x.device, x.dtype))
+                self._cache[key] = cached
+            Q = cached[1]
+        else:
+            Q = self._frequency_matrices(H, W, x.device, x.dtype)
+        X = torch.fft.rfft2(x).permute(2, 3, 1, 0)  # (H, W//2+1, in, batch)
+        y = torch.fft.irfft2((Q @ X).permute(3, 2, 0, 1), s=(H, W))
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]

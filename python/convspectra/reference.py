@@ -22,6 +22,7 @@ __all__ = [
     "spectral_norm",
     "clip_singular_values",
     "cayley",
+    "cayley_conv2d",
     "gram_bound",
     "svdvals",
     "polyphase",
@@ -136,6 +137,19 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     eye = torch.eye(n, dtype=W.dtype, device=W.device)
     M = torch.inverse(eye + A)
     return torch.cat([M @ (eye - A), -2 * V @ M], -2)
+
+
+def cayley_conv2d(x: torch.Tensor, weight: torch.Tensor, alpha, bias=None, stride: int = 1) -> torch.Tensor:
+    """The Cayley orthogonal convolution (Trockman & Kolter 2021) as published
+    code computes it: pixel unshuffle for a stride, the full fft2 grid,
+    ``torch.inverse`` per frequency, then products."""
+    if stride > 1:
+        x = F.pixel_unshuffle(x, stride)
+    H, W = x.shape[-2:]
+    w = alpha * weight / weight.norm()
+    Q = cayley(torch.fft.fft2(w, s=(H, W)).permute(2, 3, 0, 1))  # (H, W, c_out, c_in)
+    y = torch.fft.ifft2(torch.einsum("uvoi,biuv->bouv", Q, torch.fft.fft2(x))).real
+    return y if bias is None else y + bias[:, None, None]
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,129 @@
+"""cs.nn.CayleyConv2d: exact orthogonality on the dense operator, equivariance,
+the reference layer, gradients, training, caching, bad input."""
+
+import pytest
+import torch
+
+import convspectra as cs
+from conftest import DEVICES, rel_err
+
+# (in, out, k, stride, H, W): square, tall, wide, strided (iso- and co-isometric), odd sizes, even k
+CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 3, 1, 5, 6), (5, 3, 2, 1, 6, 5), (2, 8, 3, 2, 8, 6), (4, 8, 3, 2, 8, 6),
+         (2, 3, 4, 2, 6, 6), (3, 3, 1, 1, 7, 5)]
+
+
+def dense(layer, c_in, H, W):
+    n = c_in * H * W
+    basis = torch.eye(n, dtype=torch.float64, device=layer.weight.device).reshape(n, c_in, H, W)
+    with torch.no_grad():
+        return layer(basis).reshape(n, -1).T
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_dense_operator_is_orthogonal(device, case):
+    c_in, c_out, k, s, H, W = case
+    layer = cs.nn.CayleyConv2d(c_in, c_out, k, stride=s, bias=False).double().to(device)
+    T = dense(layer, c_in, H, W)
+    assert T.shape == (c_out * (H // s) * (W // s), c_in * H * W)
+    sv = torch.linalg.svdvals(T.cpu())
+    assert (sv - 1).abs().max() < 1e-10  # isometry or co-isometry: every singular value is 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_matches_the_reference_layer(device, case):
+    c_in, c_out, k, s, H, W = case
+    layer = cs.nn.CayleyConv2d(c_in, c_out, k, stride=s).double().to(device)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, c_in, H, W, dtype=torch.float64, device=device)
+    ref = cs.reference.cayley_conv2d(x, layer.weight, layer.alpha, layer.bias, s)
+    assert rel_err(layer(x), ref) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_norm_preservation_and_channels_last(device):
+    layer = cs.nn.CayleyConv2d(8, 16, 3, bias=False).to(device)
+    x = torch.randn(16, 8, 17, 12, device=device)
+    y = layer(x)
+    assert y.dtype == torch.float32 and y.shape == (16, 16, 17, 12)
+    ratio = y.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert (ratio - 1).abs().max() < 1e-5
+    assert rel_err(layer(x.to(memory_format=torch.channels_last)), y) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_circular_shift_equivariance(device):
+    layer = cs.nn.CayleyConv2d(3, 4, 3).double().to(device)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, device=device)
+    shifted = layer(torch.roll(x, shifts=(2, -3), dims=(2, 3)))
+    assert rel_err(shifted, torch.roll(layer(x), shifts=(2, -3), dims=(2, 3))) < 1e-12
+
+
+def test_gradcheck_of_the_layer():
+    torch.manual_seed(0)
+    layer = cs.nn.CayleyConv2d(2, 3, 3).double()
+    x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    params = (layer.weight, layer.alpha, layer.bias)
+
+    def f(x, weight, alpha, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "alpha": alpha, "bias": bias}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_training_keeps_it_orthogonal_and_alpha_trains():
+    torch.manual_seed(0)
+    layer = cs.nn.CayleyConv2d(3, 3, 3, bias=False).double()
+    assert any(p is layer.alpha for p in layer.parameters())  # registered before any forward
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    alpha0 = layer.alpha.item()
+    target = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    for _ in range(5):
+        opt.zero_grad()
+        ((layer(torch.randn(4, 3, 6, 6, dtype=torch.float64)) - target) ** 2).mean().backward()
+        opt.step()
+    assert layer.alpha.item() != alpha0
+    sv = torch.linalg.svdvals(dense(layer, 3, 6, 6))
+    assert (sv - 1).abs().max() < 1e-10
+
+
+def test_eval_cache_follows_the_parameters():
+    layer = cs.nn.CayleyConv2d(2, 2, 3).double().eval()
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y1 = layer(x)
+        assert len(layer._cache) == 1
+        assert torch.equal(layer(x), y1)
+        layer(torch.randn(1, 2, 8, 6, dtype=torch.float64))
+        assert len(layer._cache) == 2  # one per input size
+        layer.weight.add_(0.1)  # a parameter change invalidates it
+        y2 = layer(x)
+    assert not torch.allclose(y1, y2)
+    assert rel_err(y2, cs.reference.cayley_conv2d(x, layer.weight, layer.alpha, layer.bias)) < 1e-12
+    layer.train()
+    assert len(layer._cache) == 0
+
+
+def test_extra_repr():
+    assert repr(cs.nn.CayleyConv2d(3, 8, 5, stride=2, bias=False)) == \
+        "CayleyConv2d(3, 8, kernel_size=(5, 5), stride=(2, 2), bias=False)"
+    layer = cs.nn.CayleyConv2d(3, 8, 5, stride=2)
+    assert layer.weight.shape == (8, 12, 3, 3)  # pixel unshuffle: 3*4 channels, ceil(5/2) taps
+
+
+def test_bad_input():
+    layer = cs.nn.CayleyConv2d(3, 4, 3, stride=2)
+    with pytest.raises(ValueError, match="x must have 3 channels, got 2"):
+        layer(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        layer(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="divisible by the stride 2"):
+        layer(torch.randn(1, 3, 7, 8))
+    with pytest.raises(TypeError, match="x must have dtype"):
+        layer(torch.ones(1, 3, 8, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        cs.nn.CayleyConv2d(0, 4, 3)
+    with pytest.raises(TypeError, match="kernel_size must be an int"):
+        cs.nn.CayleyConv2d(3, 4, 2.5)
