@@ -1,6 +1,8 @@
 // CPU kernel of convspectra::cayley: per matrix, Gauss-Jordan inversion of
 // I + A without pivoting and the output blocks (common/cayley.h), with
-// at::parallel_for over the batch; batched ATen (LAPACK) above kCayleySerialMaxCpu.
+// at::parallel_for over the batch, for every size. (Not LAPACK: after an
+// explicit torch.set_num_threads, MKL's batched complex64 LU in torch 2.13's
+// CPU build returned wrong inverses here -- "CLASWP parameter 6" errors.)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -9,13 +11,10 @@
 #include <vector>
 
 #include "aten_helpers.h"
-#include "cayley_composite.h"
 #include "common/cayley.h"
 
 namespace convspectra {
 namespace {
-
-constexpr int64_t kCayleySerialMaxCpu = 32;
 
 template <typename scalar_t> struct ElementOf { using type = scalar_t; };
 template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
@@ -36,10 +35,6 @@ std::tuple<at::Tensor, at::Tensor> cayley_cpu(const at::Tensor& W_in) {
   m_shape.push_back(n);
   if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};
   const at::Tensor W = W_in.reshape({-1, m, n}).resolve_conj().contiguous();
-  if (n > kCayleySerialMaxCpu) {
-    auto [Q, M] = cayley_batched(W);
-    return {Q.view(W_in.sizes()), M.view(m_shape)};
-  }
   at::Tensor Q = at::empty_like(W);
   at::Tensor M = at::empty({W.size(0), n, n}, W.options());
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_cayley_cpu", [&] {

@@ -6,7 +6,8 @@ Each row times the same computation both ways on the same random inputs
 (several input sets, rotated), reports medians, the ratio reference / ours
 (higher is better), the peak memory of each, the relative difference of the
 results, and for GPU rows the achieved fraction of the measured copy bandwidth.
-Timing: torch.utils.benchmark on the CPU (all threads), CUDA events on the GPU.
+Timing: a median over repeated calls with the CPU's threads as they are, CUDA
+events on the GPU.
 CPU peak memory is the rise of the process's resident high-water mark (Linux),
 GPU peak memory the rise of torch's allocator peak.
 """
@@ -23,6 +24,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -140,8 +142,61 @@ def grid_cases() -> list[Case]:
     return cases
 
 
+CAYLEY_GRID = [(16, 32), (64, 32), (128, 16), (256, 8)]
+
+
+def cayley_cases() -> list[Case]:
+    """The Cayley map on F = n (n/2 + 1) complex c x c matrices (forward and
+    backward), and a CayleyConv2d training step (forward + backward, batch 128)
+    against the published recipe (torch.inverse per frequency, full fft2 grid)."""
+    cases = []
+    for c, n in CAYLEY_GRID:
+        F = n * (n // 2 + 1)
+        for direction in ("forward", "backward"):
+
+            def make(device, c=c, F=F, grad=direction == "backward"):
+                return tuple((torch.randn(F, c, c, dtype=torch.complex64, device=device) / c**0.5)
+                             .requires_grad_(grad) for _ in range(N_INPUT_SETS))
+
+            cases.append(Case(
+                family="cayley map", name=f"c{c}@{n}", shape=f"{F}x{c}x{c} complex", make_inputs=make,
+                ours=lambda W: torch.view_as_real(cs.linalg.cayley(W)),
+                reference=lambda W: torch.view_as_real(cs.reference.cayley(W)),
+                bytes_moved=(2 if direction == "forward" else 4) * F * c * c * 8, direction=direction,
+                quick=c == 16 and direction == "forward", tol=1e-3,
+            ))
+        cases.append(_cayley_layer_case(c, n))
+    return cases
+
+
+def _cayley_layer_case(c: int, n: int, batch: int = 128) -> Case:
+    layers = {}
+
+    def make(device):
+        torch.manual_seed(0)
+        layers[device] = cs.nn.CayleyConv2d(c, c, 3).to(device)
+        return tuple(torch.randn(batch, c, n, n, device=device) for _ in range(N_INPUT_SETS))
+
+    def step(x, reference):
+        layer = layers[x.device]
+        layer.zero_grad(set_to_none=True)
+        if reference:
+            y = cs.reference.cayley_conv2d(x, layer.weight, layer.alpha, layer.bias)
+        else:
+            y = layer(x)
+        loss = y.square().mean()
+        loss.backward()
+        return torch.cat([loss.detach().reshape(1), layer.weight.grad.flatten()])
+
+    return Case(
+        family="CayleyConv2d training step", name=f"c{c}@{n}", shape=f"batch {batch}, {c}x{c}x3x3 @{n}x{n}",
+        make_inputs=make, ours=lambda x: step(x, False), reference=lambda x: step(x, True),
+        bytes_moved=4 * batch * c * n * n * 4, direction="fwd+bwd", quick=False, tol=1e-3,
+    )
+
+
 def all_cases() -> list[Case]:
-    return grid_cases() + resnet18_cases()
+    return grid_cases() + resnet18_cases() + cayley_cases()
 
 
 # ------------------------------------------------------------------- measurement
@@ -210,10 +265,18 @@ def _time_ms(fn, device: torch.device, min_run_time: float) -> float:
             if len(times) >= 5 and first.elapsed_time(end) / 1e3 > min_run_time:
                 break
         return statistics.median(times)
-    from torch.utils.benchmark import Timer
-
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    # CPU: a plain loop rather than torch.utils.benchmark, whose Timer calls
+    # torch.set_num_threads -- after which MKL's batched complex64 LU in torch
+    # 2.13's CPU build returned wrong inverses (see bench/NOTES.md)
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < 1000:  # at least 3 calls and min_run_time seconds
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start_all > min_run_time:
+            break
+    return statistics.median(times) * 1e3
 
 
 def _rotating(fn, inputs):
