@@ -97,23 +97,16 @@ cudaError_t launch(const void* W, int64_t batch, int m, int n, void* Q, void* M,
 }  // namespace
 
 bool cayley_fits_shared(ScalarKind kind, int n) {
-  switch (kind) {
-    case ScalarKind::kFloat: return fits<float>(n);
-    case ScalarKind::kDouble: return fits<double>(n);
-    case ScalarKind::kComplexFloat: return fits<Complex<float>>(n);
-    case ScalarKind::kComplexDouble: return fits<Complex<double>>(n);
-  }
-  return false;
+  bool ok = false;
+  dispatch_scalar_kind(kind, [&](auto e) {
+    ok = fits<decltype(e)>(n);
+    return cudaSuccess;
+  });
+  return ok;
 }
 
 cudaError_t cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
-  switch (kind) {
-    case ScalarKind::kFloat: return launch<float>(W, batch, m, n, Q, M, stream);
-    case ScalarKind::kDouble: return launch<double>(W, batch, m, n, Q, M, stream);
-    case ScalarKind::kComplexFloat: return launch<Complex<float>>(W, batch, m, n, Q, M, stream);
-    case ScalarKind::kComplexDouble: return launch<Complex<double>>(W, batch, m, n, Q, M, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_scalar_kind(kind, [&](auto e) { return launch<decltype(e)>(W, batch, m, n, Q, M, stream); });
 }
 
 }  // namespace cuda

@@ -10,6 +10,7 @@
 #include "aten_helpers.h"
 #include "cayley_composite.h"
 #include "cuda/cayley_cuda.h"
+#include "cuda/scalar_kind.h"
 
 namespace convspectra {
 namespace {
@@ -18,14 +19,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_cuda(const at::Tensor& W_in) {
   TORCH_CHECK(W_in.dim() >= 2, "convspectra::cayley: W must have at least 2 dimensions (..., m, n), got ", W_in.dim());
   TORCH_CHECK(W_in.is_cuda(), "convspectra::cayley: expected a CUDA tensor");
   const auto st = W_in.scalar_type();
-  cuda::ScalarKind kind;
-  switch (st) {
-    case at::kFloat: kind = cuda::ScalarKind::kFloat; break;
-    case at::kDouble: kind = cuda::ScalarKind::kDouble; break;
-    case at::kComplexFloat: kind = cuda::ScalarKind::kComplexFloat; break;
-    case at::kComplexDouble: kind = cuda::ScalarKind::kComplexDouble; break;
-    default: TORCH_CHECK(false, "convspectra::cayley: W must be float32/float64/complex64/complex128, got ", st);
-  }
+  const cuda::ScalarKind kind = cuda::scalar_kind(st, "convspectra::cayley", "W");
   const int64_t m = W_in.size(-2), n = W_in.size(-1);
   if (m < n) {  // orthonormal rows: the tall case of W^H
     auto [Q, M] = cayley_cuda(conj_transpose(W_in));

@@ -150,24 +150,17 @@ cudaError_t launch(const void* A, int64_t batch, int m, int n, int steps, void* 
 }  // namespace
 
 bool gram_bound_fits_shared(ScalarKind kind, int m, int n) {
-  switch (kind) {
-    case ScalarKind::kFloat: return fits<float>(m, n);
-    case ScalarKind::kDouble: return fits<double>(m, n);
-    case ScalarKind::kComplexFloat: return fits<Complex<float>>(m, n);
-    case ScalarKind::kComplexDouble: return fits<Complex<double>>(m, n);
-  }
-  return false;
+  bool ok = false;
+  dispatch_scalar_kind(kind, [&](auto e) {
+    ok = fits<decltype(e)>(m, n);
+    return cudaSuccess;
+  });
+  return ok;
 }
 
 cudaError_t gram_bound(ScalarKind kind, const void* A, int64_t batch, int m, int n, int steps, void* out,
                        cudaStream_t stream) {
-  switch (kind) {
-    case ScalarKind::kFloat: return launch<float>(A, batch, m, n, steps, out, stream);
-    case ScalarKind::kDouble: return launch<double>(A, batch, m, n, steps, out, stream);
-    case ScalarKind::kComplexFloat: return launch<Complex<float>>(A, batch, m, n, steps, out, stream);
-    case ScalarKind::kComplexDouble: return launch<Complex<double>>(A, batch, m, n, steps, out, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_scalar_kind(kind, [&](auto e) { return launch<decltype(e)>(A, batch, m, n, steps, out, stream); });
 }
 
 }  // namespace cuda

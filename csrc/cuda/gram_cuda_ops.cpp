@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "cuda/gram_cuda.h"
+#include "cuda/scalar_kind.h"
 #include "gram_batched.h"
 
 namespace convspectra {
@@ -17,14 +18,7 @@ at::Tensor gram_bound_cuda(const at::Tensor& A_in, int64_t steps) {
   TORCH_CHECK(A_in.is_cuda(), "convspectra::gram_bound: expected a CUDA tensor");
   TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
   const auto st = A_in.scalar_type();
-  cuda::ScalarKind kind;
-  switch (st) {
-    case at::kFloat: kind = cuda::ScalarKind::kFloat; break;
-    case at::kDouble: kind = cuda::ScalarKind::kDouble; break;
-    case at::kComplexFloat: kind = cuda::ScalarKind::kComplexFloat; break;
-    case at::kComplexDouble: kind = cuda::ScalarKind::kComplexDouble; break;
-    default: TORCH_CHECK(false, "convspectra::gram_bound: A must be float32/float64/complex64/complex128, got ", st);
-  }
+  const cuda::ScalarKind kind = cuda::scalar_kind(st, "convspectra::gram_bound", "A");
   c10::cuda::CUDAGuard guard(A_in.device());
   const int64_t m = A_in.size(-2), n = A_in.size(-1);
   TORCH_CHECK(m <= INT32_MAX && n <= INT32_MAX, "convspectra::gram_bound: matrix dimensions too large");

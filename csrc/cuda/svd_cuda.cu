@@ -297,27 +297,17 @@ cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U,
 
 size_t jacobi_svd_workspace_bytes(ScalarKind kind, int64_t batch, int m, int n, bool want_uv) {
   LaunchPlan plan{};
-  cudaError_t err = cudaSuccess;
-  switch (kind) {
-    case ScalarKind::kFloat: err = make_plan<float>(batch, m, n, want_uv, plan); break;
-    case ScalarKind::kDouble: err = make_plan<double>(batch, m, n, want_uv, plan); break;
-    case ScalarKind::kComplexFloat: err = make_plan<Complex<float>>(batch, m, n, want_uv, plan); break;
-    case ScalarKind::kComplexDouble: err = make_plan<Complex<double>>(batch, m, n, want_uv, plan); break;
-  }
+  const cudaError_t err = dispatch_scalar_kind(kind, [&](auto e) {
+    return make_plan<decltype(e)>(batch, m, n, want_uv, plan);
+  });
   return err == cudaSuccess ? plan.workspace_bytes : 0;
 }
 
 cudaError_t jacobi_svd(ScalarKind kind, const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh,
                        void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  switch (kind) {
-    case ScalarKind::kFloat: return launch<float>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
-    case ScalarKind::kDouble: return launch<double>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
-    case ScalarKind::kComplexFloat:
-      return launch<Complex<float>>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
-    case ScalarKind::kComplexDouble:
-      return launch<Complex<double>>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_scalar_kind(kind, [&](auto e) {
+    return launch<decltype(e)>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+  });
 }
 
 }  // namespace cuda

@@ -8,25 +8,15 @@
 
 #include <tuple>
 
-#include "cuda/svd_cuda.h"
+#include "cuda/scalar_kind.h"
 
 namespace convspectra {
 namespace {
 
-cuda::ScalarKind scalar_kind(at::ScalarType t, const char* op) {
-  switch (t) {
-    case at::kFloat: return cuda::ScalarKind::kFloat;
-    case at::kDouble: return cuda::ScalarKind::kDouble;
-    case at::kComplexFloat: return cuda::ScalarKind::kComplexFloat;
-    case at::kComplexDouble: return cuda::ScalarKind::kComplexDouble;
-    default: TORCH_CHECK(false, op, ": A must be float32/float64/complex64/complex128, got ", t);
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cuda_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
   TORCH_CHECK(A_in.dim() >= 2, op, ": A must have at least 2 dimensions (..., m, n), got ", A_in.dim());
   TORCH_CHECK(A_in.is_cuda(), op, ": expected a CUDA tensor");
-  const auto kind = scalar_kind(A_in.scalar_type(), op);
+  const auto kind = cuda::scalar_kind(A_in.scalar_type(), op, "A");
   const int64_t m = A_in.size(-2), n = A_in.size(-1), k = std::min(m, n);
   TORCH_CHECK(m <= INT32_MAX && n <= INT32_MAX, op, ": matrix dimensions too large");
   c10::cuda::CUDAGuard guard(A_in.device());
