@@ -18,6 +18,11 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
+def dtype_tol(dtype) -> float:
+    """Relative tolerance of a single- or double-precision result."""
+    return 1e-5 if dtype in (torch.float32, torch.complex64) else 1e-12
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "aten_helpers.h"
+#include "cayley_composite.h"
 #include "common/cayley.h"
 
 namespace convspectra {
@@ -29,10 +30,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_cpu(const at::Tensor& W_in) {
     auto [Q, M] = cayley_cpu(conj_transpose(W_in));
     return {conj_transpose(Q), M};
   }
-  auto batch_shape = W_in.sizes().slice(0, W_in.dim() - 2).vec();
-  auto m_shape = batch_shape;
-  m_shape.push_back(n);
-  m_shape.push_back(n);
+  const auto m_shape = cayley_inverse_shape(W_in);
   if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};
   const at::Tensor W = W_in.reshape({-1, m, n}).resolve_conj().contiguous();
   at::Tensor Q = at::empty_like(W);

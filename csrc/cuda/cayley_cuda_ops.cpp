@@ -27,10 +27,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_cuda(const at::Tensor& W_in) {
   }
   TORCH_CHECK(m <= INT32_MAX, "convspectra::cayley: matrix dimensions too large");
   c10::cuda::CUDAGuard guard(W_in.device());
-  auto batch_shape = W_in.sizes().slice(0, W_in.dim() - 2).vec();
-  auto m_shape = batch_shape;
-  m_shape.push_back(n);
-  m_shape.push_back(n);
+  const auto m_shape = cayley_inverse_shape(W_in);
   if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};
   const at::Tensor W = W_in.reshape({-1, m, n}).resolve_conj().contiguous();
   if (!cuda::cayley_fits_shared(kind, int(n))) {

@@ -83,13 +83,10 @@ def _analyse(conv, size, plot: bool) -> dict:
             kh, kw = w.shape[-2:]
             if kh > H or kw > W:
                 continue
+            # a strided layer's exact circular spectrum through the polyphase split
             exact_stride = s is not None and H % s == 0 and W % s == 0
-            if exact_stride:  # the strided layer's exact circular spectrum (polyphase)
-                sv = cs.singular_values(w, (H, W), stride=s)
-                circ.append(sv[0])
-            else:
-                sv = cs.singular_values(w, (H, W))
-                circ.append(sv[0])
+            sv = cs.singular_values(w, (H, W), stride=s if exact_stride else 1)
+            circ.append(sv[0])
             if plot:
                 spectra["circular"].append(sv)
             if conv.stride == (1, 1):

@@ -152,7 +152,7 @@ class CayleyConv2d(nn.Module):
         self._cache.clear()
         return super().train(mode)
 
-    def _frequency_matrices(self, H: int, W: int, device, dtype) -> torch.Tensor:
+    def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         """Q on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
         w = self.alpha * self.weight / self.weight.norm()
         F = torch.fft.rfft2(w.to(dtype), s=(H, W)).permute(2, 3, 0, 1)
@@ -175,11 +175,11 @@ class CayleyConv2d(nn.Module):
             versions = tuple((p.data_ptr(), p._version) for p in (self.weight, self.alpha))
             cached = self._cache.get(key)
             if cached is None or cached[0] != versions:
-                cached = (versions, self._frequency_matrices(H, W, x.device, x.dtype))
+                cached = (versions, self._frequency_matrices(H, W, x.dtype))
                 self._cache[key] = cached
             Q = cached[1]
         else:
-            Q = self._frequency_matrices(H, W, x.device, x.dtype)
+            Q = self._frequency_matrices(H, W, x.dtype)
         X = torch.fft.rfft2(x).permute(2, 3, 1, 0)  # (H, W//2+1, in, batch)
         y = torch.fft.irfft2((Q @ X).permute(3, 2, 0, 1), s=(H, W))
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
