@@ -17,4 +17,10 @@ TORCH_LIBRARY(convspectra, m) {
   // (..., min, min) that the backward reuses.
   m.def("cayley(Tensor W) -> (Tensor Q, Tensor M)");
   m.def("cayley_backward(Tensor grad_Q, Tensor W, Tensor M) -> Tensor");
+  // `iters` Bjorck steps X <- X (1.5 I - 0.5 X^H X) on (..., m, n) matrices
+  // (MATH.md 6; wide ones as X <- (1.5 I - 0.5 X X^H) X). The caller prescales
+  // X so that ||X||_2 <= 1; the result tends to the orthogonal polar factor.
+  m.def("bjorck(Tensor X, int iters) -> Tensor");
+  // Its vector-Jacobian product, unrolled through the same steps.
+  m.def("bjorck_backward(Tensor grad, Tensor X, int iters) -> Tensor");
 }

@@ -23,6 +23,14 @@ def dtype_tol(dtype) -> float:
     return 1e-5 if dtype in (torch.float32, torch.complex64) else 1e-12
 
 
+def dense_layer_operator(layer, c_in: int, H: int, W: int) -> torch.Tensor:
+    """The matrix of a layer without bias: the layer applied to every basis image."""
+    n = c_in * H * W
+    basis = torch.eye(n, dtype=torch.float64, device=next(layer.parameters()).device).reshape(n, c_in, H, W)
+    with torch.no_grad():
+        return layer(basis).reshape(n, -1).T
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

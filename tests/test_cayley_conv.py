@@ -6,17 +6,11 @@ import torch
 
 import convspectra as cs
 from conftest import DEVICES, rel_err
+from conftest import dense_layer_operator as dense
 
 # (in, out, k, stride, H, W): square, tall, wide, strided (iso- and co-isometric), odd sizes, even k
 CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 3, 1, 5, 6), (5, 3, 2, 1, 6, 5), (2, 8, 3, 2, 8, 6), (4, 8, 3, 2, 8, 6),
          (2, 3, 4, 2, 6, 6), (3, 3, 1, 1, 7, 5)]
-
-
-def dense(layer, c_in, H, W):
-    n = c_in * H * W
-    basis = torch.eye(n, dtype=torch.float64, device=layer.weight.device).reshape(n, c_in, H, W)
-    with torch.no_grad():
-        return layer(basis).reshape(n, -1).T
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -55,6 +55,14 @@ def positive_int(v, name: str) -> int:
     return int(v)
 
 
+def nonnegative_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return int(v)
+
+
 def input_size_pair(input_size, weight, name: str = "input_size") -> tuple[int, int]:
     """(H, W) from an int or a pair; the kernel must fit in the input."""
     if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):

@@ -198,6 +198,24 @@ if COMPILED:
 
     torch.library.register_autograd("convspectra::cayley", _cayley_backward, setup_context=_cayley_setup_context)
 
+    @torch.library.register_fake("convspectra::bjorck")
+    def _bjorck_fake(X, iters):
+        return X.new_empty(X.shape)
+
+    @torch.library.register_fake("convspectra::bjorck_backward")
+    def _bjorck_backward_fake(grad, X, iters):
+        return X.new_empty(X.shape)
+
+    def _bjorck_setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])  # the backward recomputes the iterates from X
+        ctx.iters = inputs[1]
+
+    def _bjorck_backward(ctx, grad):
+        (X,) = ctx.saved_tensors
+        return torch.ops.convspectra.bjorck_backward(grad.contiguous(), X, ctx.iters), None
+
+    torch.library.register_autograd("convspectra::bjorck", _bjorck_backward, setup_context=_bjorck_setup_context)
+
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Batched singular values through the fused op (reference if unavailable)."""
@@ -211,6 +229,15 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     if _compiled_for(W):
         return torch.ops.convspectra.cayley(W)[0]
     return reference.cayley(W)
+
+
+def bjorck(W: torch.Tensor, iters: int) -> torch.Tensor:
+    """Prescaled Bjorck orthogonalisation through the fused op (reference if unavailable)."""
+    if not _compiled_for(W):
+        return reference.bjorck(W, iters)
+    tiny = torch.finfo(W.real.dtype).tiny
+    scale = gram_bound(W, reference.BJORCK_PRESCALE_STEPS).clamp_min(tiny)
+    return torch.ops.convspectra.bjorck(W / scale[..., None, None], iters)
 
 
 def gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from . import _checks, linalg
 from .spectrum import NORM_METHODS, spectral_norm
 
-__all__ = ["CayleyConv2d", "spectral_penalty", "conv_input_sizes"]
+__all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes"]
 
 _PADDINGS = {"zeros": "zeros", "circular": "circular"}
 # module -> {(in_channels, H, W): {conv: (H, W)}}; dropped with the module
@@ -113,7 +113,62 @@ def spectral_penalty(
     return total
 
 
-class CayleyConv2d(nn.Module):
+class _OrthogonalConv2d(nn.Module):
+    """What the orthogonal layers share: the arguments, a stride as pixel
+    unshuffle (s*s times the channels, kernel max(1, ceil(k/s))), input checks,
+    and an eval-mode cache of whatever the parameters determine, dropped when a
+    parameter changes or the module returns to train()."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool):
+        super().__init__()
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
+        self.stride = _checks.positive_int(stride, "stride")
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self._cache: dict = {}
+
+    @property
+    def _unshuffled(self) -> tuple[int, int]:
+        """(channels, kernel size) of the stride-1 layer after pixel unshuffle."""
+        return self.in_channels * self.stride**2, max(1, math.ceil(self.kernel_size / self.stride))
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({k}, {k}), stride=({self.stride}, "
+                f"{self.stride}), bias={self.bias is not None}")
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+    def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.check_tensor(x, "x")
+        if x.dim() != 4:
+            raise ValueError(f"x must be 4-D (batch, channels, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
+        s = self.stride
+        if x.shape[-2] % s or x.shape[-1] % s:
+            raise ValueError(f"x's H and W must be divisible by the stride {s}, got {tuple(x.shape[-2:])}")
+        return nn.functional.pixel_unshuffle(x, s) if s > 1 else x
+
+    def _cached(self, key, compute):
+        """compute(), or in eval mode without autograd its cached value for key."""
+        if self.training or torch.is_grad_enabled():
+            return compute()
+        versions = tuple((p.data_ptr(), p._version) for p in self.parameters() if p is not self.bias)
+        cached = self._cache.get(key)
+        if cached is None or cached[0] != versions:
+            cached = (versions, compute())
+            self._cache[key] = cached
+        return cached[1]
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
+
+
+class CayleyConv2d(_OrthogonalConv2d):
     """Orthogonal circular convolution by the Cayley transform (Trockman &
     Kolter 2021, MATH.md 5).
 
@@ -129,28 +184,12 @@ class CayleyConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True):
-        super().__init__()
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.out_channels = _checks.positive_int(out_channels, "out_channels")
-        self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
-        self.stride = _checks.positive_int(stride, "stride")
-        k = max(1, math.ceil(self.kernel_size / self.stride))
-        c_in = self.in_channels * self.stride**2
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+        c_in, k = self._unshuffled
         self.weight = nn.Parameter(torch.empty(self.out_channels, c_in, k, k))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's initialisation
         # alpha = ||weight||_F: the layer starts from the Cayley map of the initial kernel
         self.alpha = nn.Parameter(self.weight.detach().norm().clone())
-        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
-        self._cache: dict = {}
-
-    def extra_repr(self) -> str:
-        k = self.kernel_size
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({k}, {k}), stride=({self.stride}, "
-                f"{self.stride}), bias={self.bias is not None}")
-
-    def train(self, mode: bool = True):
-        self._cache.clear()
-        return super().train(mode)
 
     def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         """Q on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
@@ -159,27 +198,96 @@ class CayleyConv2d(nn.Module):
         return linalg.cayley(F.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _checks.check_tensor(x, "x")
-        if x.dim() != 4:
-            raise ValueError(f"x must be 4-D (batch, channels, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
-        s = self.stride
-        if x.shape[-2] % s or x.shape[-1] % s:
-            raise ValueError(f"x's H and W must be divisible by the stride {s}, got {tuple(x.shape[-2:])}")
-        if s > 1:
-            x = nn.functional.pixel_unshuffle(x, s)
+        x = self._prepare_input(x)
         H, W = x.shape[-2:]
-        if not self.training and not torch.is_grad_enabled():
-            key = (H, W, x.device, x.dtype)
-            versions = tuple((p.data_ptr(), p._version) for p in (self.weight, self.alpha))
-            cached = self._cache.get(key)
-            if cached is None or cached[0] != versions:
-                cached = (versions, self._frequency_matrices(H, W, x.dtype))
-                self._cache[key] = cached
-            Q = cached[1]
-        else:
-            Q = self._frequency_matrices(H, W, x.dtype)
+        Q = self._cached((H, W, x.device, x.dtype), lambda: self._frequency_matrices(H, W, x.dtype))
         X = torch.fft.rfft2(x).permute(2, 3, 1, 0)  # (H, W//2+1, in, batch)
         y = torch.fft.irfft2((Q @ X).permute(3, 2, 0, 1), s=(H, W))
-        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
+        return self._add_bias(y)
+
+
+def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
+    """The BCOP kernel (Li et al. 2019, MATH.md 6): an ``(out, in, k, k)`` conv
+    weight that is orthogonal as a circular convolution, from ``2(k-1)+1``
+    free ``c x c`` matrices, ``c = max(out, in)``, shape ``(2(k-1)+1, c, c)``.
+
+    All matrices go through one fused Bjorck call. The first, ``O``, is the
+    channel map; pair t of the others gives projectors ``P_t``, ``Q_t`` of rank
+    ``floor(c/2)`` and the 2x2 block kernel ``(P + (I-P) z1)(Q + (I-Q) z2)``.
+    The blocks are composed one at a time, each with two batched products over
+    the taps (``Q K``, then ``P L``); the weight taps are the ``out x in``
+    corner of ``K[p] O``. Differentiable.
+    """
+    c = matrices.shape[-1]
+    ortho = linalg.bjorck(matrices, iters)
+    half = ortho[1:, :, : c // 2]
+    proj = half @ half.mT  # (2(k-1), c, c)
+    K = torch.eye(c, dtype=matrices.dtype, device=matrices.device)[None, None]
+    for t in range((matrices.shape[0] - 1) // 2):
+        P, Q = proj[2 * t], proj[2 * t + 1]
+        h, w = K.shape[:2]
+        QK = Q @ K  # the column factor: L[:, j] = Q K[:, j] + (I - Q) K[:, j-1]
+        zero_col = K.new_zeros(h, 1, c, c)
+        L = torch.cat([QK, zero_col], 1) + torch.cat([zero_col, K - QK], 1)
+        PL = P @ L  # the row factor: K[i] = P L[i] + (I - P) L[i-1]
+        zero_row = K.new_zeros(1, w + 1, c, c)
+        K = torch.cat([PL, zero_row], 0) + torch.cat([zero_row, L - PL], 0)
+    taps = K[:, :, :out_channels, :] @ ortho[0][:, :in_channels]
+    return taps.permute(2, 3, 0, 1)
+
+
+def circular_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Circular convolution with conv2d's orientation, ``k//2`` taps before the
+    centre (``reference.conv(..., 'circular')``), on any input size: a kernel
+    larger than the input is first folded onto the input's periodic grid."""
+    H, W = x.shape[-2:]
+    kh, kw = weight.shape[-2:]
+    if kh > H or kw > W:
+        # tap p acts at offset p - k//2; offsets equal modulo the size add up
+        rows = (torch.arange(kh, device=x.device) - kh // 2) % H if kh > H else None
+        cols = (torch.arange(kw, device=x.device) - kw // 2) % W if kw > W else None
+        if rows is not None:
+            weight = weight.new_zeros(*weight.shape[:2], H, weight.shape[3]).index_add(2, rows, weight)
+        if cols is not None:
+            weight = weight.new_zeros(*weight.shape[:3], W).index_add(3, cols, weight)
+        kh, kw = weight.shape[-2:]
+        # the folded kernel's tap j acts at offset j: pad nothing before
+        pads = (0 if cols is not None else kw // 2, kw - 1 if cols is not None else (kw - 1) // 2,
+                0 if rows is not None else kh // 2, kh - 1 if rows is not None else (kh - 1) // 2)
+    else:
+        pads = (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)
+    return nn.functional.conv2d(nn.functional.pad(x, pads, mode="circular"), weight)
+
+
+class BCOPConv2d(_OrthogonalConv2d):
+    """Orthogonal circular convolution by Block Convolution Orthogonal
+    Parameterization (Li et al. 2019, MATH.md 6).
+
+    The ``k x k`` kernel is built by ``bcop_kernel`` from ``2(k-1)+1`` free
+    ``c x c`` matrices (``c = max(in * stride^2, out)``, initialised
+    orthogonal) and applied as a circular convolution: an isometry when
+    out_channels >= in_channels * stride^2, a co-isometry otherwise, exact up to
+    Bjorck's convergence (``bjorck_iters`` steps). ``stride=s`` is pixel
+    unshuffle followed by a stride-1 layer with kernel max(1, ceil(k/s)). In
+    eval mode the kernel is cached and rebuilt when a parameter changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True,
+                 bjorck_iters: int = 20):
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+        self.bjorck_iters = _checks.positive_int(bjorck_iters, "bjorck_iters")
+        c_in, k = self._unshuffled
+        c = max(c_in, self.out_channels)
+        self.matrices = nn.Parameter(torch.empty(2 * (k - 1) + 1, c, c))
+        for m in self.matrices.data:
+            nn.init.orthogonal_(m)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The orthogonal conv2d kernel (out, in * stride^2, k', k')."""
+        return bcop_kernel(self.matrices, self.out_channels, self._unshuffled[0], self.bjorck_iters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._prepare_input(x)
+        weight = self._cached((x.device,), lambda: self.weight)
+        return self._add_bias(circular_conv2d(x, weight.to(x.dtype)))

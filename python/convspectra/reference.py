@@ -23,6 +23,9 @@ __all__ = [
     "clip_singular_values",
     "cayley",
     "cayley_conv2d",
+    "bjorck",
+    "bcop_kernel",
+    "bcop_conv2d",
     "gram_bound",
     "svdvals",
     "polyphase",
@@ -149,6 +152,77 @@ def cayley_conv2d(x: torch.Tensor, weight: torch.Tensor, alpha, bias=None, strid
     w = alpha * weight / weight.norm()
     Q = cayley(torch.fft.fft2(w, s=(H, W)).permute(2, 3, 0, 1))  # (H, W, c_out, c_in)
     y = torch.fft.ifft2(torch.einsum("uvoi,biuv->bouv", Q, torch.fft.fft2(x))).real
+    return y if bias is None else y + bias[:, None, None]
+
+
+BJORCK_PRESCALE_STEPS = 3
+
+
+def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
+    """Bjorck orthogonalisation (MATH.md 6) as published code does it: a Python
+    loop of products. ``W`` is first divided by its Gram-iteration bound of the
+    spectral norm (``BJORCK_PRESCALE_STEPS`` squarings), so every singular
+    value starts in (0, 1] and converges to 1. Tall: ``W <- 1.5 W - 0.5 W W^H W``
+    with the Gram matrix ``W^H W``; wide: the same on ``W^H``."""
+    m, n = W.shape[-2:]
+    if m < n:
+        return bjorck(W.mH, iters).mH
+    tiny = torch.finfo(W.real.dtype).tiny
+    W = W / gram_bound(W, BJORCK_PRESCALE_STEPS).clamp_min(tiny)[..., None, None]
+    for _ in range(iters):
+        W = 1.5 * W - 0.5 * W @ (W.mH @ W)
+    return W
+
+
+def _block_orthogonal(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """The 2x2 kernel of a projector pair, taps (2, 2, c, c):
+    ``[[P Q, P (I-Q)], [(I-P) Q, (I-P)(I-Q)]]``."""
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
+    rows, cols = (P, eye - P), (Q, eye - Q)
+    return torch.stack([torch.stack([rows[a] @ cols[b] for b in range(2)]) for a in range(2)])
+
+
+def _compose_kernels(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The kernel of applying B's conv, then A's: ``out[r] = sum_{q+p=r} A[q] B[p]``
+    (taps (h, w, c, c)), one product per pair of taps."""
+    ha, wa, hb, wb = A.shape[0], A.shape[1], B.shape[0], B.shape[1]
+    out = A.new_zeros(ha + hb - 1, wa + wb - 1, A.shape[2], B.shape[3])
+    for i in range(ha):
+        for j in range(wa):
+            for p in range(hb):
+                for q in range(wb):
+                    out[i + p, j + q] = out[i + p, j + q] + A[i, j] @ B[p, q]
+    return out
+
+
+def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
+    """The BCOP kernel (Li et al. 2019, MATH.md 6) as published code builds it.
+
+    ``matrices``: ``(2(k-1)+1, c, c)`` free matrices, ``c = max(out, in)``.
+    Each is orthogonalised; the first, ``O``, gives the channel map; pair t of
+    the others gives projectors ``P = U U^T`` on their first ``floor(c/2)``
+    columns and the 2x2 block kernel of (P, Q); the k-1 blocks are composed
+    into a k x k kernel ``K`` and the conv weight taps are the
+    ``out x in`` corner of ``K[p] O``: orthonormal columns (out >= in) or rows.
+    Returns the ``(out, in, k, k)`` conv2d weight.
+    """
+    c = matrices.shape[-1]
+    ortho = [bjorck(m, iters) for m in matrices]
+    K = torch.eye(c, dtype=matrices.dtype, device=matrices.device)[None, None]
+    for t in range((len(ortho) - 1) // 2):
+        P, Q = (o[:, : c // 2] @ o[:, : c // 2].mT for o in ortho[1 + 2 * t : 3 + 2 * t])
+        K = _compose_kernels(_block_orthogonal(P, Q), K)
+    taps = K @ ortho[0]
+    return taps[:, :, :out_channels, :in_channels].permute(2, 3, 0, 1)
+
+
+def bcop_conv2d(x: torch.Tensor, matrices: torch.Tensor, out_channels: int, bias=None, stride: int = 1,
+                iters: int = 20) -> torch.Tensor:
+    """The BCOP orthogonal convolution as published code computes it: pixel
+    unshuffle for a stride, the kernel of ``bcop_kernel``, a circular conv2d."""
+    if stride > 1:
+        x = F.pixel_unshuffle(x, stride)
+    y = conv(x, bcop_kernel(matrices, out_channels, x.shape[1], iters), "circular")
     return y if bias is None else y + bias[:, None, None]
 
 

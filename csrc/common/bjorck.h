@@ -1,0 +1,84 @@
+// Bjorck orthogonalisation building blocks (MATH.md 6) for one tall row-major
+// m x n matrix (m >= n; wide matrices are handled as their conjugate
+// transpose). One step is  X <- X S,  S = 1.5 I - 0.5 X^H X;  it maps each
+// singular value s to 1.5 s - 0.5 s^3, so from 0 < s <= 1 all of them go to 1
+// and X to its orthogonal polar factor. Serial loops: the CPU kernel runs
+// them per matrix; the CUDA kernel splits the same products over a block.
+#pragma once
+
+#include "common/complex_math.h"
+
+namespace convspectra {
+
+// S = 1.5 I - 0.5 X^H X (n x n, Hermitian: upper triangle computed, mirrored).
+template <typename E>
+CS_HD void bjorck_step_matrix(const E* X, int m, int n, E* S) {
+  using R = real_t<E>;
+  for (int i = 0; i < n; ++i) {
+    for (int j = i; j < n; ++j) {
+      E acc = make_real<E>(R(0));
+      for (int r = 0; r < m; ++r) acc = add(acc, conj_mul(X[r * n + i], X[r * n + j]));
+      acc = scale(acc, R(-0.5));
+      if (i == j) acc = add(acc, make_real<E>(R(1.5)));
+      S[i * n + j] = acc;
+      S[j * n + i] = conj(acc);
+    }
+  }
+}
+
+// Y = A S for row-major A (m x n), S (n x n).
+template <typename E>
+CS_HD void multiply_right(const E* A, const E* S, int m, int n, E* Y) {
+  using R = real_t<E>;
+  for (int r = 0; r < m; ++r) {
+    E* y = Y + r * n;
+    for (int j = 0; j < n; ++j) y[j] = make_real<E>(R(0));
+    for (int l = 0; l < n; ++l) {
+      const E a = A[r * n + l];
+      const E* s = S + l * n;
+      for (int j = 0; j < n; ++j) y[j] = add(y[j], mul(a, s[j]));
+    }
+  }
+}
+
+// One forward step: Y = X (1.5 I - 0.5 X^H X). S: n x n scratch.
+template <typename E>
+CS_HD void bjorck_step(const E* X, int m, int n, E* S, E* Y) {
+  bjorck_step_matrix(X, m, n, S);
+  multiply_right(X, S, m, n, Y);
+}
+
+// The vector-Jacobian product of one step, in place on G (m x n): from the
+// gradient of Y = 1.5 X - 0.5 X X^H X to that of X,
+//   G <- G (1.5 I - 0.5 X^H X) - 0.5 X (X^H G + G^H X).
+// S, T: n x n scratch; P: m x n scratch.
+template <typename E>
+CS_HD void bjorck_step_vjp(const E* X, int m, int n, E* G, E* S, E* T, E* P) {
+  using R = real_t<E>;
+  for (int i = 0; i < n; ++i) {
+    for (int j = i; j < n; ++j) {
+      E xg = make_real<E>(R(0)), gx = make_real<E>(R(0));  // (X^H G)_ij, (X^H G)_ji
+      for (int r = 0; r < m; ++r) {
+        xg = add(xg, conj_mul(X[r * n + i], G[r * n + j]));
+        gx = add(gx, conj_mul(X[r * n + j], G[r * n + i]));
+      }
+      const E t = add(xg, conj(gx));  // (X^H G + G^H X)_ij
+      T[i * n + j] = t;
+      T[j * n + i] = conj(t);
+    }
+  }
+  bjorck_step_matrix(X, m, n, S);
+  multiply_right(X, T, m, n, P);
+  for (int r = 0; r < m; ++r) {  // row r of G S - 0.5 P, built in P's row, then copied
+    E* p = P + r * n;
+    for (int j = 0; j < n; ++j) p[j] = scale(p[j], R(-0.5));
+    for (int l = 0; l < n; ++l) {
+      const E g = G[r * n + l];
+      const E* s = S + l * n;
+      for (int j = 0; j < n; ++j) p[j] = add(p[j], mul(g, s[j]));
+    }
+    for (int j = 0; j < n; ++j) G[r * n + j] = p[j];
+  }
+}
+
+}  // namespace convspectra

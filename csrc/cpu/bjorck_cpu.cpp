@@ -1,0 +1,92 @@
+// CPU kernels of convspectra::bjorck and convspectra::bjorck_backward.
+//
+// Small matrices (m <= kBjorckSerialMaxCpu) run all iterations of
+// common/bjorck.h per matrix with it in cache, at::parallel_for over the
+// batch; larger ones use batched ATen products (MKL), which win there.
+// Wide matrices are the tall case of their conjugate transpose.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "aten_helpers.h"
+#include "bjorck_batched.h"
+#include "common/bjorck.h"
+
+namespace convspectra {
+namespace {
+
+constexpr int64_t kBjorckSerialMaxCpu = 32;
+
+template <typename scalar_t> struct ElementOf { using type = scalar_t; };
+template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
+
+at::Tensor bjorck_cpu(const at::Tensor& X_in, int64_t iters) {
+  check_bjorck_args(X_in, iters, "convspectra::bjorck");
+  const int64_t m = X_in.size(-2), n = X_in.size(-1);
+  if (m < n) return conj_transpose(bjorck_cpu(conj_transpose(X_in), iters));
+  if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);
+  const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
+  if (m > kBjorckSerialMaxCpu) return bjorck_batched(X, iters).view(X_in.sizes());
+  at::Tensor Y = at::empty_like(X);
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.scalar_type(), "convspectra_bjorck_cpu", [&] {
+    using E = typename ElementOf<scalar_t>::type;
+    const E* x = reinterpret_cast<const E*>(X.const_data_ptr<scalar_t>());
+    E* y = reinterpret_cast<E*>(Y.mutable_data_ptr<scalar_t>());
+    at::parallel_for(0, X.size(0), std::max<int64_t>(1, 64 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
+      std::vector<E> s(n * n), tmp(m * n);
+      for (int64_t b = b0; b < b1; ++b) {
+        E* cur = y + b * m * n;
+        std::copy(x + b * m * n, x + (b + 1) * m * n, cur);
+        for (int64_t t = 0; t < iters; ++t) {
+          bjorck_step(cur, int(m), int(n), s.data(), tmp.data());
+          std::copy(tmp.begin(), tmp.end(), cur);
+        }
+      }
+    });
+  });
+  return Y.view(X_in.sizes());
+}
+
+at::Tensor bjorck_backward_cpu(const at::Tensor& grad_in, const at::Tensor& X_in, int64_t iters) {
+  check_bjorck_args(X_in, iters, "convspectra::bjorck_backward");
+  TORCH_CHECK(grad_in.sizes() == X_in.sizes(), "convspectra::bjorck_backward: grad and X shapes differ: ",
+              grad_in.sizes(), " vs ", X_in.sizes());
+  TORCH_CHECK(grad_in.scalar_type() == X_in.scalar_type(), "convspectra::bjorck_backward: grad and X dtypes differ");
+  const int64_t m = X_in.size(-2), n = X_in.size(-1);
+  if (m < n) return conj_transpose(bjorck_backward_cpu(conj_transpose(grad_in), conj_transpose(X_in), iters));
+  if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);
+  const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();
+  const at::Tensor grad = grad_in.reshape({-1, m, n}).resolve_conj().contiguous();
+  if (m > kBjorckSerialMaxCpu) return bjorck_backward_batched(grad, X, iters).view(X_in.sizes());
+  at::Tensor G = grad.clone();  // updated in place
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.scalar_type(), "convspectra_bjorck_backward_cpu", [&] {
+    using E = typename ElementOf<scalar_t>::type;
+    const E* x = reinterpret_cast<const E*>(X.const_data_ptr<scalar_t>());
+    E* g = reinterpret_cast<E*>(G.mutable_data_ptr<scalar_t>());
+    const int64_t mn = m * n;
+    at::parallel_for(0, X.size(0), std::max<int64_t>(1, 64 / (mn + 1)), [&](int64_t b0, int64_t b1) {
+      std::vector<E> iterates(std::max<int64_t>(iters, 1) * mn), s(n * n), t(n * n), p(mn);
+      for (int64_t b = b0; b < b1; ++b) {
+        // X_0 .. X_{iters-1}: the inputs of each step
+        std::copy(x + b * mn, x + (b + 1) * mn, iterates.begin());
+        for (int64_t k = 0; k + 1 < iters; ++k)
+          bjorck_step(&iterates[k * mn], int(m), int(n), s.data(), &iterates[(k + 1) * mn]);
+        for (int64_t k = iters - 1; k >= 0; --k)
+          bjorck_step_vjp(&iterates[k * mn], int(m), int(n), g + b * mn, s.data(), t.data(), p.data());
+      }
+    });
+  });
+  return G.view(X_in.sizes());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(convspectra, CPU, m) {
+  m.impl("bjorck", &bjorck_cpu);
+  m.impl("bjorck_backward", &bjorck_backward_cpu);
+}
+
+}  // namespace convspectra

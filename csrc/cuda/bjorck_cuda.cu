@@ -1,0 +1,252 @@
+// Fused CUDA kernels of convspectra::bjorck and its backward: one block per
+// matrix keeps it in shared memory for every iteration (one launch instead of
+// 3 x iters), for tall m x n matrices with m <= 16 * kMaxTile (128).
+//
+// Products run on a 16 x 16 thread grid; each thread owns a TM x TM register
+// tile of the output (rows ty + 16 a, columns tx + 16 b), so every operand
+// read from shared memory feeds TM multiply-adds.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <type_traits>
+
+#include "common/complex_math.h"
+#include "cuda/bjorck_cuda.h"
+
+namespace convspectra {
+namespace cuda {
+namespace {
+
+constexpr int kSide = 16;
+constexpr int kThreads = kSide * kSide;
+constexpr int kMaxTile = 8;
+constexpr int64_t kMaxBlocks = 4096;
+
+// acc[a][b] = sum_r lhs(i_a, r) R[r, j_b] over r < inner, for rows i_a < rows
+// and columns j_b < cols; lhs(i, r) = conj(L[r, i]) when ConjTransposeLhs,
+// L[i, r] otherwise. L has leading dimension ldl, R has ldr.
+template <bool ConjTransposeLhs, int TM, typename E>
+__device__ void tile_product(E (&acc)[TM][TM], const E* L, int ldl, const E* R, int ldr, int rows, int cols,
+                             int inner) {
+  using Re = real_t<E>;
+  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
+#pragma unroll
+  for (int a = 0; a < TM; ++a)
+#pragma unroll
+    for (int b = 0; b < TM; ++b) acc[a][b] = make_real<E>(Re(0));
+  for (int r = 0; r < inner; ++r) {
+    E lv[TM], rv[TM];
+#pragma unroll
+    for (int a = 0; a < TM; ++a) {
+      const int i = ty + kSide * a;
+      lv[a] = i < rows ? (ConjTransposeLhs ? conj(L[r * ldl + i]) : L[i * ldl + r]) : make_real<E>(Re(0));
+    }
+#pragma unroll
+    for (int b = 0; b < TM; ++b) {
+      const int j = tx + kSide * b;
+      rv[b] = j < cols ? R[r * ldr + j] : make_real<E>(Re(0));
+    }
+#pragma unroll
+    for (int a = 0; a < TM; ++a)
+#pragma unroll
+      for (int b = 0; b < TM; ++b) acc[a][b] = add(acc[a][b], mul(lv[a], rv[b]));
+  }
+}
+
+// Calls f(i, j, acc[a][b]) for every output entry this thread owns.
+template <int TM, typename E, typename F>
+__device__ void for_each_owned(const E (&acc)[TM][TM], int rows, int cols, F&& f) {
+  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
+#pragma unroll
+  for (int a = 0; a < TM; ++a)
+#pragma unroll
+    for (int b = 0; b < TM; ++b) {
+      const int i = ty + kSide * a, j = tx + kSide * b;
+      if (i < rows && j < cols) f(i, j, acc[a][b]);
+    }
+}
+
+// S = 1.5 I - 0.5 X^H X into shared S (n x n).
+template <int TM, typename E>
+__device__ void step_matrix(E (&acc)[TM][TM], const E* X, int m, int n, E* S) {
+  using R = real_t<E>;
+  tile_product<true>(acc, X, n, X, n, n, n, m);
+  for_each_owned(acc, n, n, [&](int i, int j, E v) {
+    v = scale(v, R(-0.5));
+    S[i * n + j] = i == j ? add(v, make_real<E>(R(1.5))) : v;
+  });
+}
+
+// X <- X (1.5 I - 0.5 X^H X) in shared memory; S: n x n shared scratch.
+template <int TM, typename E>
+__device__ void step(E (&acc)[TM][TM], E* X, int m, int n, E* S) {
+  step_matrix(acc, X, m, n, S);
+  __syncthreads();
+  tile_product<false>(acc, X, n, S, n, m, n, n);
+  __syncthreads();  // every read of X is done before it is overwritten
+  for_each_owned(acc, m, n, [&](int i, int j, E v) { X[i * n + j] = v; });
+  __syncthreads();
+}
+
+template <typename E>
+size_t shared_bytes(int m, int n, bool backward) {
+  return sizeof(E) * (size_t(backward ? 2 : 1) * m * n + size_t(n) * n);
+}
+
+template <int TM, typename E>
+__global__ void __launch_bounds__(kThreads)
+    bjorck_kernel(const E* __restrict__ X, int64_t batch, int m, int n, int iters, E* __restrict__ Y) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  E* Xs = reinterpret_cast<E*>(smem);
+  E* S = Xs + m * n;
+  E acc[TM][TM];
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    for (int idx = threadIdx.x; idx < m * n; idx += blockDim.x) Xs[idx] = X[b * m * n + idx];
+    __syncthreads();
+    for (int t = 0; t < iters; ++t) step(acc, Xs, m, n, S);
+    for (int idx = threadIdx.x; idx < m * n; idx += blockDim.x) Y[b * m * n + idx] = Xs[idx];
+    __syncthreads();  // Xs is reused by the next matrix
+  }
+}
+
+// Recomputes the iterates X_0 .. X_{iters-1} into this block's slice of the
+// workspace, then applies each step's vector-Jacobian product in reverse:
+//   G <- G (1.5 I - 0.5 X^H X) - 0.5 X (X^H G + G^H X).
+// The workspace slot of X_t holds X (X^H G + G^H X) once X_t is loaded.
+template <int TM, typename E>
+__global__ void __launch_bounds__(kThreads)
+    bjorck_backward_kernel(const E* __restrict__ grad_Y, const E* __restrict__ X, int64_t batch, int m, int n,
+                           int iters, E* __restrict__ workspace, E* __restrict__ grad_X) {
+  using R = real_t<E>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  E* Xs = reinterpret_cast<E*>(smem);
+  E* Gs = Xs + m * n;
+  E* S = Gs + m * n;
+  E acc[TM][TM];
+  const int64_t mn = int64_t(m) * n;
+  E* work = workspace + int64_t(blockIdx.x) * iters * mn;
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    for (int idx = threadIdx.x; idx < mn; idx += blockDim.x) Xs[idx] = X[b * mn + idx];
+    __syncthreads();
+    for (int t = 0; t < iters; ++t) {
+      for (int idx = threadIdx.x; idx < mn; idx += blockDim.x) work[t * mn + idx] = Xs[idx];
+      if (t + 1 < iters) step(acc, Xs, m, n, S);
+    }
+    for (int idx = threadIdx.x; idx < mn; idx += blockDim.x) Gs[idx] = grad_Y[b * mn + idx];
+    __syncthreads();
+    for (int t = iters - 1; t >= 0; --t) {
+      E* slot = work + t * mn;
+      for (int idx = threadIdx.x; idx < mn; idx += blockDim.x) Xs[idx] = slot[idx];
+      __syncthreads();
+      // S = X^H G + G^H X: the product, then each off-diagonal pair by one thread
+      tile_product<true>(acc, Xs, n, Gs, n, n, n, m);
+      for_each_owned(acc, n, n, [&](int i, int j, E v) { S[i * n + j] = v; });
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < n * n; idx += blockDim.x) {
+        const int i = idx / n, j = idx % n;
+        if (i < j) {
+          const E v = add(S[i * n + j], conj(S[j * n + i]));
+          S[i * n + j] = v;
+          S[j * n + i] = conj(v);
+        } else if (i == j) {
+          S[idx] = make_real<E>(R(2) * real_part(S[idx]));
+        }
+      }
+      __syncthreads();
+      // slot = X S (each thread later reads back only the entries it wrote)
+      tile_product<false>(acc, Xs, n, S, n, m, n, n);
+      for_each_owned(acc, m, n, [&](int i, int j, E v) { slot[i * n + j] = v; });
+      __syncthreads();
+      step_matrix(acc, Xs, m, n, S);
+      __syncthreads();
+      tile_product<false>(acc, Gs, n, S, n, m, n, n);
+      __syncthreads();  // every read of G is done before it is overwritten
+      for_each_owned(acc, m, n,
+                     [&](int i, int j, E v) { Gs[i * n + j] = sub(v, scale(slot[i * n + j], R(0.5))); });
+      __syncthreads();
+    }
+    for (int idx = threadIdx.x; idx < mn; idx += blockDim.x) grad_X[b * mn + idx] = Gs[idx];
+    __syncthreads();
+  }
+}
+
+int device_shared_optin() {
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return optin;
+}
+
+// Calls fn(std::integral_constant<int, TM>) with the smallest register tile
+// covering m rows.
+template <typename Fn>
+cudaError_t dispatch_tile(int m, Fn&& fn) {
+  if (m <= kSide) return fn(std::integral_constant<int, 1>{});
+  if (m <= 2 * kSide) return fn(std::integral_constant<int, 2>{});
+  if (m <= 4 * kSide) return fn(std::integral_constant<int, 4>{});
+  if (m <= kMaxTile * kSide) return fn(std::integral_constant<int, kMaxTile>{});
+  return cudaErrorInvalidValue;
+}
+
+template <typename Kernel>
+cudaError_t allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+}
+
+int grid_for(int64_t batch) { return int(std::min<int64_t>(batch, kMaxBlocks)); }
+
+}  // namespace
+
+bool bjorck_fits_shared(ScalarKind kind, int m, int n, bool backward) {
+  if (m > kMaxTile * kSide || n > m) return false;
+  bool ok = false;
+  dispatch_scalar_kind(kind, [&](auto e) {
+    ok = shared_bytes<decltype(e)>(m, n, backward) <= size_t(device_shared_optin());
+    return cudaSuccess;
+  });
+  return ok;
+}
+
+size_t bjorck_backward_workspace_elements(int64_t batch, int m, int n, int iters) {
+  return size_t(grid_for(batch)) * size_t(iters) * size_t(m) * size_t(n);
+}
+
+cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, int iters, void* Y,
+                   cudaStream_t stream) {
+  if (batch == 0 || n == 0) return cudaSuccess;
+  return dispatch_scalar_kind(kind, [&](auto e) {
+    using E = decltype(e);
+    return dispatch_tile(m, [&](auto tile) {
+      constexpr int TM = decltype(tile)::value;
+      const size_t bytes = shared_bytes<E>(m, n, false);
+      const cudaError_t err = allow_shared(bjorck_kernel<TM, E>, bytes);
+      if (err != cudaSuccess) return err;
+      bjorck_kernel<TM, E><<<grid_for(batch), kThreads, bytes, stream>>>(static_cast<const E*>(X), batch, m, n, iters,
+                                                                         static_cast<E*>(Y));
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t bjorck_backward(ScalarKind kind, const void* grad_Y, const void* X, int64_t batch, int m, int n,
+                            int iters, void* workspace, void* grad_X, cudaStream_t stream) {
+  if (batch == 0 || n == 0) return cudaSuccess;
+  return dispatch_scalar_kind(kind, [&](auto e) {
+    using E = decltype(e);
+    return dispatch_tile(m, [&](auto tile) {
+      constexpr int TM = decltype(tile)::value;
+      const size_t bytes = shared_bytes<E>(m, n, true);
+      const cudaError_t err = allow_shared(bjorck_backward_kernel<TM, E>, bytes);
+      if (err != cudaSuccess) return err;
+      bjorck_backward_kernel<TM, E><<<grid_for(batch), kThreads, bytes, stream>>>(
+          static_cast<const E*>(grad_Y), static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(workspace),
+          static_cast<E*>(grad_X));
+      return cudaGetLastError();
+    });
+  });
+}
+
+}  // namespace cuda
+}  // namespace convspectra

@@ -1,0 +1,158 @@
+"""cs.nn.BCOPConv2d and cs.nn.bcop_kernel: orthogonality on the dense operator,
+the k x k support, equivariance, the reference, gradients, training, bad input."""
+
+import pytest
+import torch
+
+import convspectra as cs
+from conftest import DEVICES, rel_err
+from conftest import dense_layer_operator as dense
+
+# (in, out, k, stride, H, W): square, tall, wide, odd channel counts, even k,
+# k = 1, strided (iso- and co-isometric), a kernel wider than the input
+CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 2, 1, 5, 6), (5, 3, 3, 1, 6, 5), (3, 3, 1, 1, 5, 4), (2, 8, 3, 2, 8, 6),
+         (4, 8, 3, 2, 8, 6), (3, 3, 5, 1, 3, 4)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_dense_operator_is_orthogonal(device, case):
+    c_in, c_out, k, s, H, W = case
+    layer = cs.nn.BCOPConv2d(c_in, c_out, k, stride=s, bias=False).double().to(device)
+    T = dense(layer, c_in, H, W)
+    assert T.shape == (c_out * (H // s) * (W // s), c_in * H * W)
+    sv = torch.linalg.svdvals(T.cpu())
+    assert (sv - 1).abs().max() < 1e-8  # isometry or co-isometry: every singular value is 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: "x".join(map(str, c)))
+def test_matches_the_reference_layer(device, case):
+    c_in, c_out, k, s, H, W = case
+    layer = cs.nn.BCOPConv2d(c_in, c_out, k, stride=s).double().to(device)
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.matrices.add_(0.1 * torch.randn_like(layer.matrices))  # away from the orthogonal start
+    x = torch.randn(3, c_in, H, W, dtype=torch.float64, device=device)
+    ref = cs.reference.bcop_conv2d(x, layer.matrices, c_out, layer.bias, s)
+    assert rel_err(layer(x), ref) < 1e-12
+    kernel = cs.nn.bcop_kernel(layer.matrices, c_out, c_in * s * s, iters=5)
+    assert rel_err(kernel, cs.reference.bcop_kernel(layer.matrices, c_out, c_in * s * s, iters=5)) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_kernel_is_orthogonal_on_the_exact_spectrum_and_confined_to_k_by_k(device, k):
+    layer = cs.nn.BCOPConv2d(6, 6, k).double().to(device)
+    weight = layer.weight
+    assert weight.shape == (6, 6, k, k)
+    sv = cs.singular_values(weight.detach(), 8)
+    assert (sv - 1).abs().max() < 1e-8
+    # the impulse response of one channel at one pixel covers exactly the k x k window
+    x = torch.zeros(1, 6, 8, 8, dtype=torch.float64, device=device)
+    x[0, 2, 4, 4] = 1
+    with torch.no_grad():
+        y = layer(x) - layer.bias[:, None, None]
+    support = y.abs().sum(1)[0] > 1e-12
+    rows, cols = support.nonzero().unbind(1)
+    assert rows.max() - rows.min() < k and cols.max() - cols.min() < k
+    assert rel_err(y.norm(), torch.ones((), dtype=torch.float64)) < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_norm_preservation_and_channels_last(device):
+    layer = cs.nn.BCOPConv2d(8, 16, 3, bias=False).to(device)
+    x = torch.randn(16, 8, 17, 12, device=device)
+    y = layer(x)
+    assert y.dtype == torch.float32 and y.shape == (16, 16, 17, 12)
+    ratio = y.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert (ratio - 1).abs().max() < 1e-5
+    assert rel_err(layer(x.to(memory_format=torch.channels_last)), y) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_circular_shift_equivariance(device):
+    layer = cs.nn.BCOPConv2d(3, 4, 3).double().to(device)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, device=device)
+    shifted = layer(torch.roll(x, shifts=(2, -3), dims=(2, 3)))
+    assert rel_err(shifted, torch.roll(layer(x), shifts=(2, -3), dims=(2, 3))) < 1e-12
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_circular_conv2d_folds_kernels_larger_than_the_input(k):
+    # against the dense circulant operator of reference.dense_operator on a grid >= k
+    weight = torch.randn(2, 3, k, k, dtype=torch.float64)
+    x = torch.randn(1, 3, 2, 3, dtype=torch.float64)
+    y = cs.nn.circular_conv2d(x, weight)
+    # periodic tiling: a 2 x 3 input repeated to cover the kernel gives the same output, repeated
+    reps = (-(-k // 2) * 2, -(-k // 3) * 3)
+    big = x.repeat(1, 1, reps[0] // 2, reps[1] // 3)
+    assert rel_err(cs.reference.conv(big, weight)[..., :2, :3], y) < 1e-13
+
+
+def test_gradcheck_of_the_layer():
+    torch.manual_seed(0)
+    layer = cs.nn.BCOPConv2d(2, 3, 2, bjorck_iters=4).double()
+    x = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(x, matrices, bias):
+        return torch.func.functional_call(layer, {"matrices": matrices, "bias": bias}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.matrices, layer.bias))
+
+
+def test_training_keeps_it_orthogonal():
+    torch.manual_seed(0)
+    layer = cs.nn.BCOPConv2d(3, 3, 3, bias=False).double()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    m0 = layer.matrices.detach().clone()
+    target = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    for _ in range(5):
+        opt.zero_grad()
+        ((layer(torch.randn(4, 3, 6, 6, dtype=torch.float64)) - target) ** 2).mean().backward()
+        opt.step()
+    assert (layer.matrices - m0).abs().max() > 1e-3
+    sv = torch.linalg.svdvals(dense(layer, 3, 6, 6))
+    assert (sv - 1).abs().max() < 1e-8
+
+
+def test_eval_cache_follows_the_parameters():
+    layer = cs.nn.BCOPConv2d(2, 2, 3).double().eval()
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y1 = layer(x)
+        assert len(layer._cache) == 1
+        assert torch.equal(layer(x), y1)
+        layer(torch.randn(1, 2, 8, 6, dtype=torch.float64))
+        assert len(layer._cache) == 1  # the kernel does not depend on the input size
+        layer.matrices.add_(0.1)  # a parameter change invalidates it
+        y2 = layer(x)
+    assert not torch.allclose(y1, y2)
+    assert rel_err(y2, cs.reference.bcop_conv2d(x, layer.matrices, 2, layer.bias)) < 1e-12
+    layer.train()
+    assert len(layer._cache) == 0
+
+
+def test_parameters_and_repr():
+    layer = cs.nn.BCOPConv2d(3, 8, 5, stride=2, bias=False)
+    assert repr(layer) == "BCOPConv2d(3, 8, kernel_size=(5, 5), stride=(2, 2), bias=False)"
+    # pixel unshuffle: 12 channels, ceil(5/2) = 3 taps: 2(3-1)+1 free 12 x 12 matrices
+    assert layer.matrices.shape == (5, 12, 12)
+    assert layer.weight.shape == (8, 12, 3, 3)
+    assert [n for n, _ in cs.nn.BCOPConv2d(3, 4, 3).named_parameters()] == ["bias", "matrices"]
+
+
+def test_bad_input():
+    layer = cs.nn.BCOPConv2d(3, 4, 3, stride=2)
+    with pytest.raises(ValueError, match="x must have 3 channels, got 2"):
+        layer(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        layer(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="divisible by the stride 2"):
+        layer(torch.randn(1, 3, 7, 8))
+    with pytest.raises(TypeError, match="x must have dtype"):
+        layer(torch.ones(1, 3, 8, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+        cs.nn.BCOPConv2d(3, 0, 3)
+    with pytest.raises(ValueError, match="bjorck_iters must be >= 1"):
+        cs.nn.BCOPConv2d(3, 4, 3, bjorck_iters=0)
