@@ -10,20 +10,29 @@
 
 namespace convspectra {
 
-// S = 1.5 I - 0.5 X^H X (n x n, Hermitian: upper triangle computed, mirrored).
+// C = A^H B for row-major A, B (m x n): C is n x n. Row by row (contiguous
+// inner loop, which the compiler vectorises).
+template <typename E>
+CS_HD void multiply_conj_transpose_left(const E* A, const E* B, int m, int n, E* C) {
+  using R = real_t<E>;
+  for (int i = 0; i < n * n; ++i) C[i] = make_real<E>(R(0));
+  for (int r = 0; r < m; ++r) {
+    const E* b = B + r * n;
+    for (int i = 0; i < n; ++i) {
+      const E a = conj(A[r * n + i]);
+      E* c = C + i * n;
+      for (int j = 0; j < n; ++j) c[j] = add(c[j], mul(a, b[j]));
+    }
+  }
+}
+
+// S = 1.5 I - 0.5 X^H X (n x n).
 template <typename E>
 CS_HD void bjorck_step_matrix(const E* X, int m, int n, E* S) {
   using R = real_t<E>;
-  for (int i = 0; i < n; ++i) {
-    for (int j = i; j < n; ++j) {
-      E acc = make_real<E>(R(0));
-      for (int r = 0; r < m; ++r) acc = add(acc, conj_mul(X[r * n + i], X[r * n + j]));
-      acc = scale(acc, R(-0.5));
-      if (i == j) acc = add(acc, make_real<E>(R(1.5)));
-      S[i * n + j] = acc;
-      S[j * n + i] = conj(acc);
-    }
-  }
+  multiply_conj_transpose_left(X, X, m, n, S);
+  for (int i = 0; i < n * n; ++i) S[i] = scale(S[i], R(-0.5));
+  for (int i = 0; i < n; ++i) S[i * n + i] = add(S[i * n + i], make_real<E>(R(1.5)));
 }
 
 // Y = A S for row-major A (m x n), S (n x n).
@@ -55,14 +64,11 @@ CS_HD void bjorck_step(const E* X, int m, int n, E* S, E* Y) {
 template <typename E>
 CS_HD void bjorck_step_vjp(const E* X, int m, int n, E* G, E* S, E* T, E* P) {
   using R = real_t<E>;
+  multiply_conj_transpose_left(X, G, m, n, T);  // X^H G, then T + T^H in place
   for (int i = 0; i < n; ++i) {
-    for (int j = i; j < n; ++j) {
-      E xg = make_real<E>(R(0)), gx = make_real<E>(R(0));  // (X^H G)_ij, (X^H G)_ji
-      for (int r = 0; r < m; ++r) {
-        xg = add(xg, conj_mul(X[r * n + i], G[r * n + j]));
-        gx = add(gx, conj_mul(X[r * n + j], G[r * n + i]));
-      }
-      const E t = add(xg, conj(gx));  // (X^H G + G^H X)_ij
+    T[i * n + i] = make_real<E>(R(2) * real_part(T[i * n + i]));
+    for (int j = i + 1; j < n; ++j) {
+      const E t = add(T[i * n + j], conj(T[j * n + i]));
       T[i * n + j] = t;
       T[j * n + i] = conj(t);
     }

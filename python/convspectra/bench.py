@@ -195,8 +195,72 @@ def _cayley_layer_case(c: int, n: int, batch: int = 128) -> Case:
     )
 
 
+BCOP_GRID = [(16, 32), (64, 32), (128, 16)]
+
+
+def _fwd_bwd(fn, w):
+    """fn(w), then the gradient of a fixed linear loss of it: forward + backward."""
+    w = w.detach().requires_grad_(True)
+    y = fn(w)
+    g = torch.linspace(0.5, 1.5, y.numel(), device=w.device, dtype=y.dtype).reshape(y.shape)
+    (grad,) = torch.autograd.grad(y, w, g)
+    return torch.cat([y.detach().flatten(), grad.flatten()])
+
+
+def bcop_cases() -> list[Case]:
+    """Bjorck (20 steps) on the 2(k-1)+1 = 5 free c x c matrices of a 3 x 3
+    BCOP layer, the BCOP kernel construction (both forward + backward), and a
+    BCOPConv2d training step (batch 128), against the published recipe: a
+    Python loop of products per matrix and per pair of taps."""
+    cases = []
+    for c, n in BCOP_GRID:
+        def make(device, c=c):
+            return tuple(torch.stack([torch.linalg.qr(torch.randn(c, c, device=device))[0] for _ in range(5)])
+                         for _ in range(N_INPUT_SETS))
+
+        cases.append(Case(
+            family="bjorck", name=f"c{c}", shape=f"5x{c}x{c}, 20 steps", make_inputs=make,
+            ours=lambda W: _fwd_bwd(cs.linalg.bjorck, W), reference=lambda W: _fwd_bwd(cs.reference.bjorck, W),
+            bytes_moved=5 * c * c * 4 * 4, direction="fwd+bwd", quick=c == 16, tol=1e-3,
+        ))
+        cases.append(Case(
+            family="BCOP kernel", name=f"c{c}", shape=f"{c}x{c}x3x3 from 5x{c}x{c}", make_inputs=make,
+            ours=lambda W, c=c: _fwd_bwd(lambda w: cs.nn.bcop_kernel(w, c, c), W),
+            reference=lambda W, c=c: _fwd_bwd(lambda w: cs.reference.bcop_kernel(w, c, c), W),
+            bytes_moved=5 * c * c * 4 * 4, direction="fwd+bwd", quick=False, tol=1e-3,
+        ))
+        cases.append(_bcop_layer_case(c, n))
+    return cases
+
+
+def _bcop_layer_case(c: int, n: int, batch: int = 128) -> Case:
+    layers = {}
+
+    def make(device):
+        torch.manual_seed(0)
+        layers[device] = cs.nn.BCOPConv2d(c, c, 3).to(device)
+        return tuple(torch.randn(batch, c, n, n, device=device) for _ in range(N_INPUT_SETS))
+
+    def step(x, reference):
+        layer = layers[x.device]
+        layer.zero_grad(set_to_none=True)
+        if reference:
+            y = cs.reference.bcop_conv2d(x, layer.matrices, c, layer.bias)
+        else:
+            y = layer(x)
+        loss = y.square().mean()
+        loss.backward()
+        return torch.cat([loss.detach().reshape(1), layer.matrices.grad.flatten()])
+
+    return Case(
+        family="BCOPConv2d training step", name=f"c{c}@{n}", shape=f"batch {batch}, {c}x{c}x3x3 @{n}x{n}",
+        make_inputs=make, ours=lambda x: step(x, False), reference=lambda x: step(x, True),
+        bytes_moved=4 * batch * c * n * n * 4, direction="fwd+bwd", quick=False, tol=1e-3,
+    )
+
+
 def all_cases() -> list[Case]:
-    return grid_cases() + resnet18_cases() + cayley_cases()
+    return grid_cases() + resnet18_cases() + cayley_cases() + bcop_cases()
 
 
 # ------------------------------------------------------------------- measurement
