@@ -195,7 +195,7 @@ def _cayley_layer_case(c: int, n: int, batch: int = 128) -> Case:
     )
 
 
-BCOP_GRID = [(16, 32), (64, 32), (128, 16)]
+BJORCK_CHANNELS = [16, 64, 128, 256, 512]
 
 
 def _fwd_bwd(fn, w):
@@ -213,7 +213,7 @@ def bcop_cases() -> list[Case]:
     BCOPConv2d training step (batch 128), against the published recipe: a
     Python loop of products per matrix and per pair of taps."""
     cases = []
-    for c, n in BCOP_GRID:
+    for c in BJORCK_CHANNELS:
         def make(device, c=c):
             return tuple(torch.stack([torch.linalg.qr(torch.randn(c, c, device=device))[0] for _ in range(5)])
                          for _ in range(N_INPUT_SETS))
@@ -229,8 +229,7 @@ def bcop_cases() -> list[Case]:
             reference=lambda W, c=c: _fwd_bwd(lambda w: cs.reference.bcop_kernel(w, c, c), W),
             bytes_moved=5 * c * c * 4 * 4, direction="fwd+bwd", quick=False, tol=1e-3,
         ))
-        cases.append(_bcop_layer_case(c, n))
-    return cases
+    return cases + [_bcop_layer_case(c, n) for c, n in CAYLEY_GRID]
 
 
 def _bcop_layer_case(c: int, n: int, batch: int = 128) -> Case:
@@ -450,13 +449,16 @@ def _mb(b):
     return "-" if b is None else f"{b / 2**20:.1f}"
 
 
+_DIRECTION_ABBREV = {"forward": "fwd", "backward": "bwd", "fwd+bwd": "f+b"}
+
+
 def format_table(rows: list[dict]) -> str:
     head = ["family", "case", "dir", "shape", "device", "ref ms", "ours ms", "ratio", "ref MiB", "ours MiB",
             "%bw", "rel diff"]
     body = []
     for r in rows:
         body.append([
-            r["family"], r["case"], r["direction"][:3], r["shape"], r["device"], f"{r['reference_ms']:.3f}",
+            r["family"], r["case"], _DIRECTION_ABBREV.get(r["direction"], r["direction"]), r["shape"], r["device"], f"{r['reference_ms']:.3f}",
             f"{r['convspectra_ms']:.3f}", f"{r['ratio']:.2f}x", _mb(r["reference_peak_bytes"]),
             _mb(r["convspectra_peak_bytes"]),
             "-" if r["bandwidth_fraction"] is None else f"{100 * r['bandwidth_fraction']:.1f}",
@@ -473,6 +475,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name or shape contains TEXT")
+    p.add_argument("--family", metavar="TEXT", help="only cases whose family contains TEXT (e.g. BCOP)")
     p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per measurement")
     args = p.parse_args(argv)
 
@@ -485,6 +488,8 @@ def main(argv=None) -> int:
     cases = [c for c in all_cases() if c.quick or not args.quick]
     if args.filter:
         cases = [c for c in cases if args.filter in c.name or args.filter in c.shape]
+    if args.family:
+        cases = [c for c in cases if args.family.lower() in c.family.lower()]
 
     mem = _CpuMemory()
     bandwidth = _copy_bandwidth(device)
