@@ -169,30 +169,36 @@ def cayley_cases() -> list[Case]:
     return cases
 
 
-def _cayley_layer_case(c: int, n: int, batch: int = 128) -> Case:
+def _training_step_case(family: str, layer_class, reference_forward, c: int, n: int, batch: int = 128) -> Case:
+    """One training step of a c -> c 3x3 orthogonal layer (forward, loss,
+    backward) against reference_forward(layer, x), the published recipe on the
+    same parameters. The result compared is the loss and every gradient."""
     layers = {}
 
     def make(device):
         torch.manual_seed(0)
-        layers[device] = cs.nn.CayleyConv2d(c, c, 3).to(device)
+        layers[device] = layer_class(c, c, 3).to(device)
         return tuple(torch.randn(batch, c, n, n, device=device) for _ in range(N_INPUT_SETS))
 
     def step(x, reference):
         layer = layers[x.device]
         layer.zero_grad(set_to_none=True)
-        if reference:
-            y = cs.reference.cayley_conv2d(x, layer.weight, layer.alpha, layer.bias)
-        else:
-            y = layer(x)
+        y = reference_forward(layer, x) if reference else layer(x)
         loss = y.square().mean()
         loss.backward()
-        return torch.cat([loss.detach().reshape(1), layer.weight.grad.flatten()])
+        return torch.cat([loss.detach().reshape(1)] + [p.grad.flatten() for p in layer.parameters()])
 
     return Case(
-        family="CayleyConv2d training step", name=f"c{c}@{n}", shape=f"batch {batch}, {c}x{c}x3x3 @{n}x{n}",
+        family=family, name=f"c{c}@{n}", shape=f"batch {batch}, {c}x{c}x3x3 @{n}x{n}",
         make_inputs=make, ours=lambda x: step(x, False), reference=lambda x: step(x, True),
         bytes_moved=4 * batch * c * n * n * 4, direction="fwd+bwd", quick=False, tol=1e-3,
     )
+
+
+def _cayley_layer_case(c: int, n: int) -> Case:
+    return _training_step_case(
+        "CayleyConv2d training step", cs.nn.CayleyConv2d,
+        lambda layer, x: cs.reference.cayley_conv2d(x, layer.weight, layer.alpha, layer.bias), c, n)
 
 
 BJORCK_CHANNELS = [16, 64, 128, 256, 512]
@@ -232,30 +238,10 @@ def bcop_cases() -> list[Case]:
     return cases + [_bcop_layer_case(c, n) for c, n in CAYLEY_GRID]
 
 
-def _bcop_layer_case(c: int, n: int, batch: int = 128) -> Case:
-    layers = {}
-
-    def make(device):
-        torch.manual_seed(0)
-        layers[device] = cs.nn.BCOPConv2d(c, c, 3).to(device)
-        return tuple(torch.randn(batch, c, n, n, device=device) for _ in range(N_INPUT_SETS))
-
-    def step(x, reference):
-        layer = layers[x.device]
-        layer.zero_grad(set_to_none=True)
-        if reference:
-            y = cs.reference.bcop_conv2d(x, layer.matrices, c, layer.bias)
-        else:
-            y = layer(x)
-        loss = y.square().mean()
-        loss.backward()
-        return torch.cat([loss.detach().reshape(1), layer.matrices.grad.flatten()])
-
-    return Case(
-        family="BCOPConv2d training step", name=f"c{c}@{n}", shape=f"batch {batch}, {c}x{c}x3x3 @{n}x{n}",
-        make_inputs=make, ours=lambda x: step(x, False), reference=lambda x: step(x, True),
-        bytes_moved=4 * batch * c * n * n * 4, direction="fwd+bwd", quick=False, tol=1e-3,
-    )
+def _bcop_layer_case(c: int, n: int) -> Case:
+    return _training_step_case(
+        "BCOPConv2d training step", cs.nn.BCOPConv2d,
+        lambda layer, x: cs.reference.bcop_conv2d(x, layer.matrices, c, layer.bias), c, n)
 
 
 def all_cases() -> list[Case]:

@@ -8,7 +8,7 @@ import sys
 import time
 
 
-def resnet18_demo() -> "torch.nn.Module":
+def resnet18_demo():
     """A ResNet-18-shaped stack of randomly initialised convs (main path only,
     residual additions and downsample shortcuts left out)."""
     from torch import nn
@@ -66,7 +66,6 @@ def _analyse(conv, size, plot: bool) -> dict:
 
     import convspectra as cs
     from convspectra.nn import _effective_kernel
-    from convspectra.reference import polyphase
 
     t0 = time.perf_counter()
     H, W = size

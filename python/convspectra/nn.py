@@ -218,7 +218,15 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
     the taps (``Q K``, then ``P L``); the weight taps are the ``out x in``
     corner of ``K[p] O``. Differentiable.
     """
+    _checks.check_tensor(matrices, "matrices")
+    if matrices.dim() != 3 or matrices.shape[1] != matrices.shape[2] or matrices.shape[0] % 2 != 1:
+        raise ValueError(f"matrices must have shape (2(k-1)+1, c, c), got {tuple(matrices.shape)}")
     c = matrices.shape[-1]
+    out_channels = _checks.positive_int(out_channels, "out_channels")
+    in_channels = _checks.positive_int(in_channels, "in_channels")
+    if max(out_channels, in_channels) != c:
+        raise ValueError(f"matrices must be c x c with c = max(out_channels, in_channels) = "
+                         f"{max(out_channels, in_channels)}, got c = {c}")
     ortho = linalg.bjorck(matrices, iters)
     half = ortho[1:, :, : c // 2]
     proj = half @ half.mT  # (2(k-1), c, c)

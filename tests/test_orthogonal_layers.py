@@ -1,0 +1,63 @@
+"""What CayleyConv2d and BCOPConv2d share: float32 norm preservation,
+channels_last inputs, circular-shift equivariance, clear errors."""
+
+import pytest
+import torch
+
+import convspectra as cs
+from conftest import DEVICES, rel_err
+
+LAYERS = [cs.nn.CayleyConv2d, cs.nn.BCOPConv2d]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
+def test_float32_norm_preservation_and_channels_last(device, layer_class):
+    layer = layer_class(8, 16, 3, bias=False).to(device)
+    x = torch.randn(16, 8, 17, 12, device=device)
+    y = layer(x)
+    assert y.dtype == torch.float32 and y.shape == (16, 16, 17, 12)
+    ratio = y.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert (ratio - 1).abs().max() < 1e-5
+    assert rel_err(layer(x.to(memory_format=torch.channels_last)), y) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
+def test_circular_shift_equivariance(device, layer_class):
+    layer = layer_class(3, 4, 3).double().to(device)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, device=device)
+    shifted = layer(torch.roll(x, shifts=(2, -3), dims=(2, 3)))
+    assert rel_err(shifted, torch.roll(layer(x), shifts=(2, -3), dims=(2, 3))) < 1e-12
+
+
+@pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
+def test_bad_input(layer_class):
+    layer = layer_class(3, 4, 3, stride=2)
+    with pytest.raises(ValueError, match="x must have 3 channels, got 2"):
+        layer(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        layer(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="divisible by the stride 2"):
+        layer(torch.randn(1, 3, 7, 8))
+    with pytest.raises(TypeError, match="x must have dtype"):
+        layer(torch.ones(1, 3, 8, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
+        layer_class(0, 4, 3)
+    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+        layer_class(3, 0, 3)
+    with pytest.raises(TypeError, match="kernel_size must be an int"):
+        layer_class(3, 4, 2.5)
+
+
+def test_bcop_bad_arguments():
+    with pytest.raises(ValueError, match="bjorck_iters must be >= 1"):
+        cs.nn.BCOPConv2d(3, 4, 3, bjorck_iters=0)
+    with pytest.raises(ValueError, match=r"matrices must have shape \(2\(k-1\)\+1, c, c\)"):
+        cs.nn.bcop_kernel(torch.randn(2, 4, 4), 4, 4)
+    with pytest.raises(ValueError, match="matrices must have shape"):
+        cs.nn.bcop_kernel(torch.randn(3, 4, 5), 4, 4)
+    with pytest.raises(ValueError, match="c = max"):
+        cs.nn.bcop_kernel(torch.randn(3, 4, 4), 5, 3)
+    with pytest.raises(TypeError, match="matrices must have dtype"):
+        cs.nn.bcop_kernel(torch.ones(3, 4, 4, dtype=torch.complex64), 4, 4)
