@@ -17,17 +17,23 @@ namespace convspectra {
 constexpr int64_t kBjorckMaxIters = 1000;
 
 inline void check_bjorck_args(const at::Tensor& X, int64_t iters, const char* op) {
-  TORCH_CHECK(X.dim() >= 2, op, ": X must have at least 2 dimensions (..., m, n), got ", X.dim());
-  const auto st = X.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, op,
-              ": X must be float32/float64/complex64/complex128, got ", st);
+  check_matrices(X, op, "X");
   TORCH_CHECK(iters >= 0 && iters <= kBjorckMaxIters, op, ": iters must be in [0, ", kBjorckMaxIters, "], got ",
               iters);
+}
+
+inline void check_bjorck_backward_args(const at::Tensor& grad, const at::Tensor& X, int64_t iters) {
+  const char* op = "convspectra::bjorck_backward";
+  check_bjorck_args(X, iters, op);
+  TORCH_CHECK(grad.sizes() == X.sizes(), op, ": grad and X shapes differ: ", grad.sizes(), " vs ", X.sizes());
+  TORCH_CHECK(grad.scalar_type() == X.scalar_type(), op, ": grad and X dtypes differ");
+  TORCH_CHECK(grad.device() == X.device(), op, ": grad and X are on different devices");
 }
 
 // X <- X (1.5 I - 0.5 X^H X), `iters` times.
 inline at::Tensor bjorck_batched(const at::Tensor& X0, int64_t iters) {
   at::NoGradGuard no_grad;  // a kernel: the op's autograd is registered separately
+  if (iters == 0) return X0.clone();  // a fresh tensor: an op's output must not alias its input
   at::Tensor X = X0;
   for (int64_t t = 0; t < iters; ++t) X = at::baddbmm(X, X, at::bmm(conj_transpose(X), X), 1.5, -0.5);
   return X.contiguous();
@@ -38,6 +44,7 @@ inline at::Tensor bjorck_batched(const at::Tensor& X0, int64_t iters) {
 // product G <- G (1.5 I - 0.5 X^H X) - 0.5 X (X^H G + G^H X) is applied in reverse.
 inline at::Tensor bjorck_backward_batched(const at::Tensor& grad, const at::Tensor& X0, int64_t iters) {
   at::NoGradGuard no_grad;
+  if (iters == 0) return grad.clone();
   std::vector<at::Tensor> iterates{X0};
   for (int64_t t = 0; t + 1 < iters; ++t) {
     const at::Tensor& X = iterates.back();

@@ -9,7 +9,8 @@ from conftest import dtype_tol as tol
 
 DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # square, tall, wide, on both sides of the CPU's serial / batched split (m = 16)
-SHAPES = [(1, 1), (5, 5), (7, 3), (3, 7), (16, 16), (17, 17), (40, 40), (50, 36), (36, 50)]
+# and, on a GPU, both sides of its 64-row register tile (m <= 128 stays in shared memory)
+SHAPES = [(1, 1), (5, 5), (7, 3), (3, 7), (16, 16), (17, 17), (40, 40), (50, 36), (36, 50), (100, 90)]
 
 
 def well_conditioned(batch, m, n, dtype, device):
@@ -65,6 +66,8 @@ def test_bjorck_gradcheck(device, dtype, shape):
 def test_bjorck_opcheck(device, dtype):
     for shape in [(3, 4, 4), (2, 6, 3), (2, 3, 6), (2, 40, 36)]:
         X = torch.randn(shape, dtype=dtype, device=device) / 10
+        torch.library.opcheck(torch.ops.convspectra.bjorck.default, (X, 0))  # a fresh output, not X
+        torch.library.opcheck(torch.ops.convspectra.bjorck_backward.default, (torch.randn_like(X), X, 0))
         torch.library.opcheck(torch.ops.convspectra.bjorck.default, (X, 5))
         torch.library.opcheck(torch.ops.convspectra.bjorck.default, (X.clone().requires_grad_(True), 5))
         torch.library.opcheck(torch.ops.convspectra.bjorck_backward.default, (torch.randn_like(X), X, 5))

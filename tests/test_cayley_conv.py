@@ -1,5 +1,5 @@
-"""cs.nn.CayleyConv2d: exact orthogonality on the dense operator, equivariance,
-the reference layer, gradients, training, caching, bad input."""
+"""cs.nn.CayleyConv2d: the reference layer, gradients, training, caching, repr
+(the tests both orthogonal layers share are in test_orthogonal_layers.py)."""
 
 import pytest
 import torch
@@ -11,17 +11,6 @@ from conftest import dense_layer_operator as dense
 # (in, out, k, stride, H, W): square, tall, wide, strided (iso- and co-isometric), odd sizes, even k
 CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 3, 1, 5, 6), (5, 3, 2, 1, 6, 5), (2, 8, 3, 2, 8, 6), (4, 8, 3, 2, 8, 6),
          (2, 3, 4, 2, 6, 6), (3, 3, 1, 1, 7, 5)]
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-def test_dense_operator_is_orthogonal(device, case):
-    c_in, c_out, k, s, H, W = case
-    layer = cs.nn.CayleyConv2d(c_in, c_out, k, stride=s, bias=False).double().to(device)
-    T = dense(layer, c_in, H, W)
-    assert T.shape == (c_out * (H // s) * (W // s), c_in * H * W)
-    sv = torch.linalg.svdvals(T.cpu())
-    assert (sv - 1).abs().max() < 1e-10  # isometry or co-isometry: every singular value is 1
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from conftest import DEVICES, dtype_tol, rel_err
 
 DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # both sides of the CPU's serial / batched split (min(m, n) = 32)
@@ -19,7 +19,7 @@ def test_gram_bound_matches_reference_and_bounds_the_norm(device, dtype, shape, 
     A = torch.randn(3, *shape, dtype=dtype, device=device)
     ours = torch.ops.convspectra.gram_bound(A, steps)
     assert ours.shape == (3,) and ours.dtype == dtype.to_real() and ours.device == A.device
-    tol = 1e-5 if dtype in (torch.float32, torch.complex64) else 1e-12
+    tol = dtype_tol(dtype)
     assert rel_err(ours, cs.reference.gram_bound(A, steps)) < tol
     norm = torch.linalg.matrix_norm(A.cpu().to(torch.complex128), ord=2)
     r = min(shape)
@@ -38,6 +38,11 @@ def test_gram_bound_edge_cases(device):
     out = torch.ops.convspectra.gram_bound(A, 10)
     assert out[0].item() == 0.0 and torch.isnan(out[1]) and torch.isnan(out[2])
     assert out[3].item() == pytest.approx(torch.linalg.matrix_norm(A[3].double().cpu(), ord=2).item(), rel=1e-3)
+    # subnormal entries: 1 / max|A| overflows, the rescaling must divide instead
+    for shape in [(1, 4, 4), (1, 40, 40)]:  # both CPU paths
+        tiny = torch.full(shape, 1e-39, dtype=torch.float32, device=device)
+        expected = 1e-39 * shape[-1]  # rank one: the norm is 1e-39 * n
+        assert torch.ops.convspectra.gram_bound(tiny, 4).item() == pytest.approx(expected, rel=1e-3)
     assert torch.ops.convspectra.gram_bound(torch.randn(0, 3, 3, device=device), 5).shape == (0,)
     assert torch.ops.convspectra.gram_bound(torch.randn(2, 0, 3, device=device), 5).tolist() == [0.0, 0.0]
 

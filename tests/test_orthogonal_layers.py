@@ -1,13 +1,34 @@
-"""What CayleyConv2d and BCOPConv2d share: float32 norm preservation,
-channels_last inputs, circular-shift equivariance, clear errors."""
+"""What CayleyConv2d and BCOPConv2d share: all singular values of the dense
+operator equal to 1, float32 norm preservation, channels_last inputs,
+circular-shift equivariance, clear errors."""
 
 import pytest
 import torch
 
 import convspectra as cs
 from conftest import DEVICES, rel_err
+from conftest import dense_layer_operator as dense
 
 LAYERS = [cs.nn.CayleyConv2d, cs.nn.BCOPConv2d]
+# (in, out, k, stride, H, W): square, tall, wide, odd channel counts, even k, k = 1,
+# strided (iso- and co-isometric), odd sizes, a kernel wider than the input
+CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 2, 1, 5, 6), (5, 3, 3, 1, 6, 5), (3, 3, 1, 1, 7, 5), (2, 8, 3, 2, 8, 6),
+         (4, 8, 3, 2, 8, 6), (2, 3, 4, 2, 6, 6), (3, 3, 5, 1, 3, 4)]
+# Cayley is exact up to rounding; BCOP up to Bjorck's convergence
+ORTHOGONALITY_TOL = {cs.nn.CayleyConv2d: 1e-10, cs.nn.BCOPConv2d: 1e-8}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
+def test_dense_operator_is_orthogonal(device, layer_class, case):
+    c_in, c_out, k, s, H, W = case
+    layer = layer_class(c_in, c_out, k, stride=s, bias=False).double().to(device)
+    T = dense(layer, c_in, H, W)
+    assert T.shape == (c_out * (H // s) * (W // s), c_in * H * W)
+    sv = torch.linalg.svdvals(T.cpu())
+    # isometry or co-isometry: every singular value is 1
+    assert (sv - 1).abs().max() < ORTHOGONALITY_TOL[layer_class]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,4 +1,5 @@
-// Cayley map building blocks (MATH.md 5), shared by the CPU and CUDA kernels.
+// Cayley map building blocks (MATH.md 5): the CPU kernel's serial loops; the
+// CUDA kernel splits the same loops over a block's threads.
 // For W = [U; V] (m x n, m >= n, U the top n x n block):
 //   A = U - U^H + V^H V,  M = (I + A)^{-1},  Q = [2 M - I; -2 V M].
 // The Hermitian part of I + A is I + V^H V, positive definite, so Gauss-Jordan

@@ -24,9 +24,6 @@ bool use_serial_kernel(int64_t batch, int64_t m, int64_t n) {
   return m <= 16 && batch * m * n * n <= 65536;
 }
 
-template <typename scalar_t> struct ElementOf { using type = scalar_t; };
-template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
-
 at::Tensor bjorck_cpu(const at::Tensor& X_in, int64_t iters) {
   check_bjorck_args(X_in, iters, "convspectra::bjorck");
   const int64_t m = X_in.size(-2), n = X_in.size(-1);
@@ -55,10 +52,7 @@ at::Tensor bjorck_cpu(const at::Tensor& X_in, int64_t iters) {
 }
 
 at::Tensor bjorck_backward_cpu(const at::Tensor& grad_in, const at::Tensor& X_in, int64_t iters) {
-  check_bjorck_args(X_in, iters, "convspectra::bjorck_backward");
-  TORCH_CHECK(grad_in.sizes() == X_in.sizes(), "convspectra::bjorck_backward: grad and X shapes differ: ",
-              grad_in.sizes(), " vs ", X_in.sizes());
-  TORCH_CHECK(grad_in.scalar_type() == X_in.scalar_type(), "convspectra::bjorck_backward: grad and X dtypes differ");
+  check_bjorck_backward_args(grad_in, X_in, iters);
   const int64_t m = X_in.size(-2), n = X_in.size(-1);
   if (m < n) return conj_transpose(bjorck_backward_cpu(conj_transpose(grad_in), conj_transpose(X_in), iters));
   if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);

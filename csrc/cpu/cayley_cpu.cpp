@@ -17,19 +17,15 @@
 namespace convspectra {
 namespace {
 
-template <typename scalar_t> struct ElementOf { using type = scalar_t; };
-template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
-
 std::tuple<at::Tensor, at::Tensor> cayley_cpu(const at::Tensor& W_in) {
-  TORCH_CHECK(W_in.dim() >= 2, "convspectra::cayley: W must have at least 2 dimensions (..., m, n), got ", W_in.dim());
+  check_matrices(W_in, "convspectra::cayley", "W");
   const auto st = W_in.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble,
-              "convspectra::cayley: W must be float32/float64/complex64/complex128, got ", st);
   const int64_t m = W_in.size(-2), n = W_in.size(-1);
   if (m < n) {  // orthonormal rows: the tall case of W^H
     auto [Q, M] = cayley_cpu(conj_transpose(W_in));
     return {conj_transpose(Q), M};
   }
+  TORCH_CHECK(m * n <= INT32_MAX, "convspectra::cayley: matrices too large (m * n must fit in 32 bits)");
   const auto m_shape = cayley_inverse_shape(W_in);
   if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};
   const at::Tensor W = W_in.reshape({-1, m, n}).resolve_conj().contiguous();

@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "aten_helpers.h"
 #include "common/gram.h"
 #include "gram_batched.h"
 
@@ -19,9 +20,6 @@ namespace convspectra {
 namespace {
 
 constexpr int64_t kGramSerialMaxCpu = 32;
-
-template <typename scalar_t> struct ElementOf { using type = scalar_t; };
-template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
 
 // Upper bound of ||A||_2 for one row-major m x n matrix.
 template <typename E>
@@ -41,7 +39,7 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
   E* C = buf_c.data();
   // X = A (tall) or A^H (wide), row-major rows x k, divided by amax
   for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < k; ++c) G[r * k + c] = scale(tall ? A[r * n + c] : conj(A[c * n + r]), R(1) / amax);
+    for (int c = 0; c < k; ++c) G[r * k + c] = divide(tall ? A[r * n + c] : conj(A[c * n + r]), amax);
   double log_scale = 0.0;
   int cur_rows = rows;
   for (int t = 0; t < steps; ++t) {
@@ -60,11 +58,8 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
 }
 
 at::Tensor gram_bound_cpu(const at::Tensor& A_in, int64_t steps) {
-  TORCH_CHECK(A_in.dim() >= 2, "convspectra::gram_bound: A must have at least 2 dimensions (..., m, n), got ",
-              A_in.dim());
+  check_matrices(A_in, "convspectra::gram_bound", "A");
   const auto st = A_in.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble,
-              "convspectra::gram_bound: A must be float32/float64/complex64/complex128, got ", st);
   TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
   const int64_t m = A_in.size(-2), n = A_in.size(-1);
   auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();

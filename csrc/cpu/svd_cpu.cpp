@@ -19,19 +19,13 @@
 #include <tuple>
 #include <vector>
 
+#include "aten_helpers.h"
 #include "common/jacobi.h"
 
 namespace convspectra {
 namespace {
 
 constexpr int64_t kJacobiMaxCpu = 8;
-
-void check_matrix_input(const at::Tensor& A, const char* op) {
-  TORCH_CHECK(A.dim() >= 2, op, ": A must have at least 2 dimensions (..., m, n), got ", A.dim());
-  const auto st = A.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, op,
-              ": A must be float32/float64/complex64/complex128, got ", st);
-}
 
 template <typename E>
 bool all_finite(const E* a, int64_t len) {
@@ -131,10 +125,6 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   }
 }
 
-// The C++ element type that matches a torch dtype's memory layout.
-template <typename scalar_t> struct ElementOf { using type = scalar_t; };
-template <typename T> struct ElementOf<c10::complex<T>> { using type = Complex<T>; };
-
 // Runs fn(b0, b1, finite) over maximal runs [b0, b1) of matrices that are all
 // finite or all non-finite, inside one thread's slice [begin, end).
 template <typename E, typename Fn>
@@ -153,7 +143,7 @@ void for_each_finite_run(const E* a, int64_t mat, int64_t begin, int64_t end, Fn
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
-  check_matrix_input(A_in, op);
+  check_matrices(A_in, op, "A");
   TORCH_CHECK(A_in.device().is_cpu(), op, ": expected a CPU tensor");
   // A kernel records no autograd history: the ATen calls below write into
   // views of the outputs. Grad mode is thread local and OpenMP workers do not

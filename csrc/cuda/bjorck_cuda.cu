@@ -22,6 +22,9 @@ constexpr int kSide = 16;
 constexpr int kThreads = kSide * kSide;
 constexpr int kMaxTile = 8;
 constexpr int64_t kMaxBlocks = 4096;
+// 2048 resident threads per SM at most: no more 256-thread blocks than this
+// run at once, so the backward's grid (and its per-block scratch) stops there.
+constexpr int kMaxResidentBlocksPerSm = 8;
 
 // acc[a][b] = sum_r lhs(i_a, r) R[r, j_b] over r < inner, for rows i_a < rows
 // and columns j_b < cols; lhs(i, r) = conj(L[r, i]) when ConjTransposeLhs,
@@ -197,20 +200,30 @@ cudaError_t allow_shared(Kernel kernel, size_t bytes) {
 
 int grid_for(int64_t batch) { return int(std::min<int64_t>(batch, kMaxBlocks)); }
 
+int backward_grid(int64_t batch) {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    sms = 1;
+  return int(std::min<int64_t>(batch, int64_t(std::max(sms, 1)) * kMaxResidentBlocksPerSm));
+}
+
 }  // namespace
 
 bool bjorck_fits_shared(ScalarKind kind, int m, int n, bool backward) {
   if (m > kMaxTile * kSide || n > m) return false;
   bool ok = false;
   dispatch_scalar_kind(kind, [&](auto e) {
-    ok = shared_bytes<decltype(e)>(m, n, backward) <= size_t(device_shared_optin());
+    using E = decltype(e);
+    // a 16-byte element's 8 x 8 register tile alone would exceed the register file share: spills
+    if (sizeof(E) == 16 && m > 4 * kSide) return cudaSuccess;
+    ok = shared_bytes<E>(m, n, backward) <= size_t(device_shared_optin());
     return cudaSuccess;
   });
   return ok;
 }
 
 size_t bjorck_backward_workspace_elements(int64_t batch, int m, int n, int iters) {
-  return size_t(grid_for(batch)) * size_t(iters) * size_t(m) * size_t(n);
+  return size_t(backward_grid(batch)) * size_t(iters) * size_t(m) * size_t(n);
 }
 
 cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, int iters, void* Y,
@@ -240,7 +253,7 @@ cudaError_t bjorck_backward(ScalarKind kind, const void* grad_Y, const void* X, 
       const size_t bytes = shared_bytes<E>(m, n, true);
       const cudaError_t err = allow_shared(bjorck_backward_kernel<TM, E>, bytes);
       if (err != cudaSuccess) return err;
-      bjorck_backward_kernel<TM, E><<<grid_for(batch), kThreads, bytes, stream>>>(
+      bjorck_backward_kernel<TM, E><<<backward_grid(batch), kThreads, bytes, stream>>>(
           static_cast<const E*>(grad_Y), static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(workspace),
           static_cast<E*>(grad_X));
       return cudaGetLastError();

@@ -23,8 +23,7 @@ at::Tensor bjorck_cuda(const at::Tensor& X_in, int64_t iters) {
   if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);
   c10::cuda::CUDAGuard guard(X_in.device());
   const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();
-  if (iters == 0) return X.clone().view(X_in.sizes());
-  if (m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), false))
+  if (iters == 0 || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), false))
     return bjorck_batched(X, iters).view(X_in.sizes());
   at::Tensor Y = at::empty_like(X);
   const cudaError_t err = cuda::bjorck(kind, X.const_data_ptr(), X.size(0), int(m), int(n), int(iters),
@@ -34,12 +33,8 @@ at::Tensor bjorck_cuda(const at::Tensor& X_in, int64_t iters) {
 }
 
 at::Tensor bjorck_backward_cuda(const at::Tensor& grad_in, const at::Tensor& X_in, int64_t iters) {
-  check_bjorck_args(X_in, iters, "convspectra::bjorck_backward");
-  TORCH_CHECK(X_in.is_cuda() && grad_in.device() == X_in.device(),
-              "convspectra::bjorck_backward: grad and X must be on the same CUDA device");
-  TORCH_CHECK(grad_in.sizes() == X_in.sizes(), "convspectra::bjorck_backward: grad and X shapes differ: ",
-              grad_in.sizes(), " vs ", X_in.sizes());
-  TORCH_CHECK(grad_in.scalar_type() == X_in.scalar_type(), "convspectra::bjorck_backward: grad and X dtypes differ");
+  check_bjorck_backward_args(grad_in, X_in, iters);
+  TORCH_CHECK(X_in.is_cuda(), "convspectra::bjorck_backward: expected CUDA tensors");
   const cuda::ScalarKind kind = cuda::scalar_kind(X_in.scalar_type(), "convspectra::bjorck_backward", "X");
   const int64_t m = X_in.size(-2), n = X_in.size(-1);
   if (m < n) return conj_transpose(bjorck_backward_cuda(conj_transpose(grad_in), conj_transpose(X_in), iters));
@@ -47,8 +42,7 @@ at::Tensor bjorck_backward_cuda(const at::Tensor& grad_in, const at::Tensor& X_i
   c10::cuda::CUDAGuard guard(X_in.device());
   const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();
   const at::Tensor grad = grad_in.reshape({-1, m, n}).resolve_conj().contiguous();
-  if (iters == 0) return grad.clone().view(X_in.sizes());
-  if (m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
+  if (iters == 0 || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
     return bjorck_backward_batched(grad, X, iters).view(X_in.sizes());
   at::Tensor out = at::empty_like(X);
   at::Tensor work = at::empty(

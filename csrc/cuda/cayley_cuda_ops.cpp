@@ -16,7 +16,7 @@ namespace convspectra {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> cayley_cuda(const at::Tensor& W_in) {
-  TORCH_CHECK(W_in.dim() >= 2, "convspectra::cayley: W must have at least 2 dimensions (..., m, n), got ", W_in.dim());
+  check_matrices(W_in, "convspectra::cayley", "W");
   TORCH_CHECK(W_in.is_cuda(), "convspectra::cayley: expected a CUDA tensor");
   const auto st = W_in.scalar_type();
   const cuda::ScalarKind kind = cuda::scalar_kind(st, "convspectra::cayley", "W");
@@ -25,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_cuda(const at::Tensor& W_in) {
     auto [Q, M] = cayley_cuda(conj_transpose(W_in));
     return {conj_transpose(Q), M};
   }
-  TORCH_CHECK(m <= INT32_MAX, "convspectra::cayley: matrix dimensions too large");
+  TORCH_CHECK(m * n <= INT32_MAX, "convspectra::cayley: matrices too large (m * n must fit in 32 bits)");
   c10::cuda::CUDAGuard guard(W_in.device());
   const auto m_shape = cayley_inverse_shape(W_in);
   if (W_in.numel() == 0) return {at::empty_like(W_in, at::MemoryFormat::Contiguous), at::empty(m_shape, W_in.options())};

@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) gram_bound_kernel(const E* __restric
     E* C = bufC;
     for (int64_t idx = tid; idx < int64_t(rows) * k; idx += blockDim.x) {
       const int r = int(idx / k), c = int(idx % k);
-      G[idx] = scale(tall ? a[int64_t(r) * n + c] : conj(a[int64_t(c) * n + r]), R(1) / amax);
+      G[idx] = divide(tall ? a[int64_t(r) * n + c] : conj(a[int64_t(c) * n + r]), amax);
     }
     __syncthreads();
     double log_scale = 0.0;

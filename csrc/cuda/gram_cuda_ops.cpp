@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "aten_helpers.h"
 #include "cuda/gram_cuda.h"
 #include "cuda/scalar_kind.h"
 #include "gram_batched.h"
@@ -13,8 +14,7 @@ namespace convspectra {
 namespace {
 
 at::Tensor gram_bound_cuda(const at::Tensor& A_in, int64_t steps) {
-  TORCH_CHECK(A_in.dim() >= 2, "convspectra::gram_bound: A must have at least 2 dimensions (..., m, n), got ",
-              A_in.dim());
+  check_matrices(A_in, "convspectra::gram_bound", "A");
   TORCH_CHECK(A_in.is_cuda(), "convspectra::gram_bound: expected a CUDA tensor");
   TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
   const auto st = A_in.scalar_type();

@@ -8,13 +8,14 @@
 
 #include <tuple>
 
+#include "aten_helpers.h"
 #include "cuda/scalar_kind.h"
 
 namespace convspectra {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cuda_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
-  TORCH_CHECK(A_in.dim() >= 2, op, ": A must have at least 2 dimensions (..., m, n), got ", A_in.dim());
+  check_matrices(A_in, op, "A");
   TORCH_CHECK(A_in.is_cuda(), op, ": expected a CUDA tensor");
   const auto kind = cuda::scalar_kind(A_in.scalar_type(), op, "A");
   const int64_t m = A_in.size(-2), n = A_in.size(-1), k = std::min(m, n);

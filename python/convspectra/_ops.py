@@ -123,8 +123,8 @@ def gram_bound_gradient(A: torch.Tensor, bound: torch.Tensor, steps: int) -> tor
     norm of the last Gram matrix B^(p/2)), whose gradient is
     bound * A B^(p-1) / tr(B^p); written scale-free with X = A / bound (every
     power then has norm <= 1, nothing overflows): X B_X^(p-1) / tr(B_X^p).
-    B_X^(p-1) is the product of B_X^(2^j), j < steps: 2 * steps products in
-    all, instead of differentiating through the iteration.
+    B_X^(p-1) is the product of B_X^(2^j), j < steps, instead of
+    differentiating through the iteration.
     """
     wide = A.shape[-2] < A.shape[-1]
     X = A.mH if wide else A
@@ -132,10 +132,12 @@ def gram_bound_gradient(A: torch.Tensor, bound: torch.Tensor, steps: int) -> tor
     X = X / safe[..., None, None].to(A.dtype)
     square = X.mH @ X  # B_X^(2^j) for j = 0, 1, ...
     power = None  # B_X^(2^j - 1)
-    for _ in range(steps):
+    for j in range(steps):
         power = square if power is None else power @ square
-        square = square @ square
-    trace = square.diagonal(dim1=-2, dim2=-1).real.sum(-1)  # tr(B_X^p)
+        if j + 1 < steps:
+            square = square @ square
+    # tr(B_X^p) = ||B_X^(p/2)||_F^2: the last squaring is never formed
+    trace = torch.linalg.matrix_norm(square).square() if steps else square.diagonal(dim1=-2, dim2=-1).real.sum(-1)
     trace = torch.where(bound > 0, trace, torch.ones_like(trace))
     g = (X if power is None else X @ power) / trace[..., None, None].to(A.dtype)
     g = torch.where((bound > 0)[..., None, None], g, torch.zeros_like(g))
@@ -236,7 +238,7 @@ if COMPILED:
 
     def _bjorck_backward(ctx, grad):
         (X,) = ctx.saved_tensors
-        return torch.ops.convspectra.bjorck_backward(grad.contiguous(), X, ctx.iters), None
+        return torch.ops.convspectra.bjorck_backward(grad, X, ctx.iters), None
 
     torch.library.register_autograd("convspectra::bjorck", _bjorck_backward, setup_context=_bjorck_setup_context)
 

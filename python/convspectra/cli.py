@@ -157,7 +157,7 @@ def spectrum_main(argv) -> int:
     try:
         from tqdm import tqdm
     except ImportError:
-        raise SystemExit("convspectra spectrum needs tqdm and matplotlib: pip install 'convspectra[cli]'")
+        raise SystemExit("convspectra spectrum needs tqdm (and matplotlib for --plot): pip install 'convspectra[cli]'")
     if args.input_size is not None and min(args.input_size) < 1:
         p.error("--input-size must be positive")
 

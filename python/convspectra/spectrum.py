@@ -90,12 +90,13 @@ class _GridSpectrum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, row_angles, col_angles):
+    def forward(ctx, weight, row_angles, col_angles, want_grad):
         cols, Ev = _grid_columns(weight, col_angles)
         n_rows = row_angles.numel()
         chunks = _row_chunks(n_rows, cols[0].numel())
         r = min(cols.shape[-2:])
-        keep = ctx.needs_input_grad[0] and n_rows * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
+        # (needs_input_grad ignores torch.no_grad(): the caller says whether a backward can come)
+        keep = want_grad and n_rows * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
         values, Us, Vhs = [], [], []
         for u0, u1 in chunks:
             A = _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype))
@@ -130,7 +131,7 @@ class _GridSpectrum(torch.autograd.Function):
         # adjoint of cols = weight @ Ev^T, as one product: (kh, n_cols, c_out*c_in) x (n_cols, kw)
         grad_weight = torch.einsum("svx,vt->xst", grad_cols.view(kh, n_cols, -1), Ev.conj()).real
         grad_weight = grad_weight.reshape(*weight.shape[:2], kh, -1)
-        return grad_weight.to(weight.dtype), None, None
+        return grad_weight.to(weight.dtype), None, None, None
 
 
 def _multiplicity_index(W: int, device) -> torch.Tensor:
@@ -167,9 +168,14 @@ def singular_values(weight: torch.Tensor, input_size, padding: str = "circular",
     return _circular_values(weight, H // s, W // s).sort(descending=True).values
 
 
+def _wants_grad(weight: torch.Tensor) -> bool:
+    return weight.requires_grad and torch.is_grad_enabled()
+
+
 def _circular_values(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """All H*W*r circular singular values, unsorted, each with its multiplicity."""
-    half = _GridSpectrum.apply(weight, _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1))
+    half = _GridSpectrum.apply(weight, _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1),
+                               _wants_grad(weight))
     return half.index_select(1, _multiplicity_index(W, half.device)).flatten()
 
 
@@ -219,7 +225,7 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
         weights = [w * (1 - alpha) for w in weights]
         j1 = torch.arange(1, H + 1, device=weight.device, dtype=torch.float64) * (math.pi / (H + 1))
         j2 = torch.arange(1, W + 1, device=weight.device, dtype=torch.float64) * (math.pi / (W + 1))
-        v = _GridSpectrum.apply(weight, torch.cat([j1, -j1]), j2).flatten()
+        v = _GridSpectrum.apply(weight, torch.cat([j1, -j1]), j2, _wants_grad(weight)).flatten()
         values.append(v)
         weights.append(torch.full((v.numel(),), alpha / v.numel(), dtype=torch.float64, device=weight.device))
     count = H * W * min(weight.shape[:2])
@@ -393,16 +399,16 @@ def spectral_norm(
     padding = _checks.check_padding(padding)
     if method not in NORM_METHODS:
         raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
-    if method in CHEAP_METHODS:
-        return _tap_bound(weight, method)
-    if input_size is None:
-        raise ValueError(f"input_size is required for method={method!r}")
-    H, W = _checks.input_size_pair(input_size, weight)
     tol = _checks.positive_float(tol, "tol")
     max_iter = _checks.positive_int(max_iter, "max_iter")
     steps = _checks.positive_int(steps, "steps")
     if steps > MAX_GRAM_STEPS:
         raise ValueError(f"steps must be <= {MAX_GRAM_STEPS}, got {steps}")
+    if method in CHEAP_METHODS:
+        return _tap_bound(weight, method)
+    if input_size is None:
+        raise ValueError(f"input_size is required for method={method!r}")
+    H, W = _checks.input_size_pair(input_size, weight)
     kh, kw = weight.shape[-2:]
     if method == "exact" and padding == "zeros":
         return _zero_padded_norm(weight, H, W, tol, max_iter)
@@ -487,14 +493,16 @@ def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
         y = y / torch.linalg.vector_norm(y)
         used, converged = 0, False
         while used < max_iter and not converged:
-            basis, alphas, betas = [y], [], []
+            basis = y.new_empty(LANCZOS_BASIS + 1, y.numel())  # row j: the j-th Lanczos vector
+            basis[0] = y.flatten()
+            alphas, betas = [], []
             for j in range(min(LANCZOS_BASIS, max_iter - used)):
-                z = Tt(T(basis[j], w), w)
+                z = Tt(T(basis[j].view_as(y), w), w).flatten()
                 used += 1
-                alphas.append(torch.vdot(basis[j].flatten(), z.flatten()))
+                alphas.append(torch.dot(basis[j], z))
+                V = basis[: j + 1]
                 for _ in range(2):  # full reorthogonalisation, twice is enough
-                    V = torch.stack([b.flatten() for b in basis], 1)
-                    z = z - (V @ (V.T @ z.flatten())).view_as(z)
+                    z = z - V.T @ (V @ z)
                 beta = torch.linalg.vector_norm(z)
                 Tk = torch.diag(torch.stack(alphas))
                 if betas:
@@ -509,8 +517,8 @@ def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
                 if converged:
                     break
                 betas.append(beta)
-                basis.append(z / beta)
-            y = sum(c.to(y.dtype) * b for c, b in zip(ritz, basis))
+                basis[j + 1] = z / beta
+            y = (ritz.to(y.dtype) @ basis[: ritz.numel()]).view_as(y)
             y = y / torch.linalg.vector_norm(y)
     return torch.linalg.vector_norm(T(y, weight))
 
@@ -535,7 +543,9 @@ def _circular_top_mode(weight, H, W) -> torch.Tensor:
         phase = torch.exp(-1j * (w1 * i[:, None] + w2 * j[None, :]))
         env = torch.sin(torch.pi * (i + 1) / (H + 1))[:, None] * torch.sin(torch.pi * (j + 1) / (W + 1))[None, :]
         mode = (r.to(torch.complex128)[:, None, None] * (phase * env)).real
-        mode = mode + 1e-3 * torch.randn_like(mode)  # never exactly orthogonal to the top vector
+        # never exactly orthogonal to the top vector; a private generator leaves the global RNG alone
+        noise = torch.randn(mode.shape, dtype=mode.dtype, generator=torch.Generator().manual_seed(0))
+        mode = mode + 1e-3 * noise.to(mode.device)
     return mode.to(weight.dtype).reshape(1, c_in, H, W)
 
 
