@@ -210,6 +210,83 @@ def test_zero_padding_beats_the_circular_approximation(device, case):
         assert rel_err(ours, exact) < 0.7 * circ_err, name
 
 
+def centre_dominated(c_out, c_in, k, g):
+    """A channel mixing with distinct singular values at the centre tap plus
+    small spatial taps: the clustered regime of the approximation."""
+    w = 0.05 * torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64) / (c_in * k * k) ** 0.5
+    c = (k - 1) // 2
+    w[:, :, c, c] += torch.eye(c_out, c_in, dtype=torch.float64) + 0.3 * torch.randn(
+        c_out, c_in, generator=g, dtype=torch.float64) / c_in**0.5
+    return w
+
+
+def fourier_block_diagonal_values(weight, H, W):
+    """Square roots of the eigenvalues of the diagonal blocks of T^T T (T T^T
+    when c_out < c_in) in the basis (unitary 2-D DFT) x channels, from the dense operator."""
+    c_out, c_in = weight.shape[:2]
+    T = cs.reference.dense_operator(weight.double().cpu(), (H, W), "zeros")
+    side = min(c_out, c_in)
+    G = (T.T @ T if c_out >= c_in else T @ T.T).to(torch.complex128)
+    F = torch.kron(torch.fft.fft(torch.eye(H, dtype=torch.float64), norm="ortho"),
+                   torch.fft.fft(torch.eye(W, dtype=torch.float64), norm="ortho"))
+    Phi = torch.kron(torch.eye(side, dtype=torch.complex128), F)  # the dense operator is channel-major
+    M = (Phi.mH @ G @ Phi).view(side, H * W, side, H * W)
+    idx = torch.arange(H * W)
+    return torch.linalg.eigvalsh(M[:, idx, :, idx]).clamp(min=0).sqrt().flatten().sort(descending=True).values
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,size", [((4, 6, 3, 3), (7, 9)), ((6, 4, 3, 3), (7, 9)), ((3, 5, 2, 4), (6, 5)),
+                                        ((5, 2, 4, 3), (5, 8)), ((2, 2, 5, 5), (6, 6))])
+def test_pinched_values_are_the_fourier_block_diagonal(device, shape, size):
+    w = torch.randn(shape, dtype=torch.float64)
+    expected = fourier_block_diagonal_values(w, *size)
+    ours = spectrum._pinched_values(w.to(device), *size)
+    assert ours.device.type == device
+    assert rel_err(ours.sort(descending=True).values, expected) < 1e-12
+    # a pinching keeps the trace and is majorized by the full spectrum (Ky Fan):
+    # every partial sum of the largest sigma^2 is at most the exact one
+    exact2 = dense_zero_padded(w, size)[: expected.numel()].square()
+    partial = ours.cpu().sort(descending=True).values.square().cumsum(0)
+    assert partial[-1].item() == pytest.approx(exact2.sum().item(), rel=1e-12)
+    assert bool((partial <= exact2.cumsum(0) * (1 + 1e-12)).all())
+
+
+def test_clustered_regime_detection():
+    g = torch.Generator().manual_seed(3)
+    half = lambda w, H, W: spectrum._circular_half(w, H, W)  # noqa: E731
+    assert spectrum._is_clustered(half(centre_dominated(4, 4, 3, g), 12, 12))
+    assert spectrum._is_clustered(half(centre_dominated(1, 1, 3, g), 8, 8))
+    assert not spectrum._is_clustered(half(torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), 12, 12))
+    # one branch that sweeps a wide band is no cluster
+    assert not spectrum._is_clustered(half(torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), 8, 8))
+    # the identity plus random taps as large: the branches overlap
+    w = torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64) / 6
+    w[:, :, 1, 1] += torch.eye(4, dtype=torch.float64)
+    assert not spectrum._is_clustered(half(w, 12, 12))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", [(4, 4, 3, 12, 12), (5, 3, 3, 24, 8), (3, 3, 3, 16, 16), (6, 4, 2, 14, 10),
+                                  (3, 6, 5, 12, 10)], ids=lambda c: "x".join(map(str, c)))
+def test_zero_padding_beats_circular_for_centre_dominated_kernels(device, case):
+    c_out, c_in, k, H, W = case
+    g = torch.Generator().manual_seed(99)
+    for _ in range(3):
+        w = centre_dominated(c_out, c_in, k, g).to(device)
+        assert spectrum._is_clustered(spectrum._circular_half(w, H, W))
+        exact = dense_zero_padded(w, (H, W))[: H * W * min(c_out, c_in)]
+        ours = cs.singular_values(w, (H, W), padding="zeros")
+        assert ours.shape == exact.shape and bool((ours[:-1] >= ours[1:]).all())
+        assert rel_err(ours, exact) < rel_err(cs.singular_values(w, (H, W)), exact)
+
+
+def test_zero_padding_gradcheck_clustered():
+    w = centre_dominated(3, 2, 3, torch.Generator().manual_seed(0)).requires_grad_()
+    assert spectrum._is_clustered(spectrum._circular_half(w.detach(), 5, 6))
+    assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (5, 6), padding="zeros"), (w,))
+
+
 def test_zero_padding_gradcheck():
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (5, 6), padding="zeros"), (w,))
