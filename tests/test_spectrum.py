@@ -287,6 +287,22 @@ def test_zero_padding_gradcheck_clustered():
     assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (5, 6), padding="zeros"), (w,))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_zero_padding_of_centre_only_and_zero_kernels(device):
+    # a kernel with only its centre tap is a 1x1 conv: the padding is never read,
+    # in both regimes (distinct channel singular values: clustered; repeated: not)
+    for centre in (torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)),
+                   torch.randn(3, 4, dtype=torch.float64), torch.eye(3, dtype=torch.float64)):
+        w = torch.zeros(*centre.shape, 3, 3, dtype=torch.float64)
+        w[:, :, 1, 1] = centre
+        w = w.to(device)
+        ours = cs.singular_values(w, (5, 6), padding="zeros")
+        assert rel_err(ours, dense_zero_padded(w, (5, 6))[: ours.numel()]) < 1e-12
+    # all zeros: zeros, not 0/0
+    zero = cs.singular_values(torch.zeros(3, 2, 3, 3, device=device), (5, 5), padding="zeros")
+    assert zero.shape == (50,) and bool((zero == 0).all())
+
+
 def test_zero_padding_gradcheck():
     w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (5, 6), padding="zeros"), (w,))

@@ -227,16 +227,14 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     frob2 = _zero_padded_frobenius2(weight, H, W)
 
     def fitted(values):  # the first `count` of the sorted values, rescaled to ||T||_F
-        values = values.sort(descending=True).values[:count]
-        return values * (frob2 / values.square().sum()).sqrt()
+        return _rescaled(values.sort(descending=True).values[:count], frob2)
 
     half = _circular_half(weight, H, W)
     circular = _with_multiplicity(half, W)
     if _is_clustered(half):
         model = fitted(_pinched_values(weight, H, W))
     else:
-        model = _local_symbol_model(weight, H, W, circular)
-        model = model * (frob2 / model.square().sum()).sqrt()
+        model = _rescaled(_local_symbol_model(weight, H, W, circular), frob2)
     circular = fitted(circular)
     # Blend the two in quantile space so that sum sigma^4 matches the exact
     # ||T^T T||_F^2 (the weight is chosen without autograd, like an argmax).
@@ -245,8 +243,12 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
         lam = torch.linspace(0, 1, 101, device=weight.device, dtype=torch.float64)[:, None]
         m4 = ((1 - lam) * model.detach().double() + lam * circular.detach().double()).pow(4).sum(1)
         lam = float(lam[(m4 - target).abs().argmin(), 0])
-    approx = (1 - lam) * model + lam * circular
-    return approx * (frob2 / approx.square().sum()).sqrt()
+    return _rescaled((1 - lam) * model + lam * circular, frob2)
+
+
+def _rescaled(values: torch.Tensor, frob2: torch.Tensor) -> torch.Tensor:
+    """values scaled to the sum of squares frob2; all zeros stay zeros (a zero kernel)."""
+    return values * (frob2 / values.square().sum().clamp(min=torch.finfo(values.dtype).tiny)).sqrt()
 
 
 # A branch of the symbol's singular values counts as a narrow band when it
@@ -310,8 +312,10 @@ def _pinched_values(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
             part = torch.einsum("ubxy,udxz->ubydz", G.conj(), G) * share.to(cdt)
             A = part if A is None else A + part
         D = torch.einsum("vbd,ubydz->uvyz", phi, A)  # (U, Wh, c_b, c_b), Hermitian
-        # eigenvalues >= 0 up to rounding; clamped away from 0 for a finite gradient of the root
-        values.append(torch.linalg.eigvalsh(D).clamp(min=torch.finfo(weight.dtype).tiny).sqrt())
+        ev = torch.linalg.eigvalsh(D)  # >= 0 up to rounding
+        # the root of the positive ones; zeros (and rounding below) give 0 with a zero gradient
+        positive = ev > torch.finfo(ev.dtype).tiny
+        values.append(torch.where(positive, torch.where(positive, ev, 1).sqrt(), 0))
     return _with_multiplicity(torch.cat(values, 0), W).to(weight.dtype)
 
 
