@@ -278,8 +278,8 @@ def _pinched_values(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     A pinching keeps the trace (so the Frobenius norm is exact) and its
     eigenvalues are majorized by those of T^T T (so its sum of sigma^4 is at
     most the exact one): less dispersed than the truth, by second-order
-    terms when the Fourier modes are close to singular vectors. Computed as
-    row classes by taps pairs along the columns: D(u, v) = sum_{b, b'}
+    terms when the Fourier modes are close to singular vectors. Computed by
+    row class, with tap pairs along the columns: D(u, v) = sum_{b, b'}
     phi(v, b, b') A(u)[b, b'], A(u) = sum_r (n_r / H) G_r(u)[b]^H G_r(u)[b'],
     G_r(u)[b] = sum_{a in r} K[:, :, a, b] e^{-iua}. Differentiable.
     """
@@ -338,11 +338,11 @@ def _local_symbol_model(weight: torch.Tensor, H: int, W: int, circular: torch.Te
             if all(row_taps) and all(col_taps):
                 v = circular  # the interior class of a kernel no wider than the image
             else:
-                mask = torch.tensor(row_taps, device=weight.device)[:, None] & torch.tensor(col_taps,
-                                                                                            device=weight.device)
+                rows_ok = torch.tensor(row_taps, device=weight.device)
+                cols_ok = torch.tensor(col_taps, device=weight.device)
                 g1 = H if i == 0 else min(H, BOUNDARY_GRID)  # the interior class gets the full grid
                 g2 = W if j == 0 else min(W, BOUNDARY_GRID)
-                v = _circular_values(weight * mask.to(weight.dtype), g1, g2)
+                v = _circular_values(weight * (rows_ok[:, None] & cols_ok).to(weight.dtype), g1, g2)
             values.append(v)
             weights.append(torch.full((v.numel(),), row_count * col_count / (H * W * v.numel()),
                                       dtype=torch.float64, device=weight.device))
