@@ -13,6 +13,7 @@
 
 #include "common/complex_math.h"
 #include "cuda/bjorck_cuda.h"
+#include "cuda/launch.cuh"
 
 namespace convspectra {
 namespace cuda {
@@ -174,13 +175,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-int device_shared_optin() {
-  int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  return optin;
-}
-
 // Calls fn(std::integral_constant<int, TM>) with the smallest register tile
 // covering m rows.
 template <typename Fn>
@@ -192,19 +186,12 @@ cudaError_t dispatch_tile(int m, Fn&& fn) {
   return cudaErrorInvalidValue;
 }
 
-template <typename Kernel>
-cudaError_t allow_shared(Kernel kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-}
-
 int grid_for(int64_t batch) { return int(std::min<int64_t>(batch, kMaxBlocks)); }
 
 int backward_grid(int64_t batch) {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    sms = 1;
-  return int(std::min<int64_t>(batch, int64_t(std::max(sms, 1)) * kMaxResidentBlocksPerSm));
+  DeviceLimits limits;
+  device_limits(limits);  // on failure: one SM, a small grid that still works
+  return int(std::min<int64_t>(batch, int64_t(limits.sms) * kMaxResidentBlocksPerSm));
 }
 
 }  // namespace
@@ -216,7 +203,8 @@ bool bjorck_fits_shared(ScalarKind kind, int m, int n, bool backward) {
     using E = decltype(e);
     // a 16-byte element's 8 x 8 register tile alone would exceed the register file share: spills
     if (sizeof(E) == 16 && m > 4 * kSide) return cudaSuccess;
-    ok = shared_bytes<E>(m, n, backward) <= size_t(device_shared_optin());
+    DeviceLimits limits;
+    ok = device_limits(limits) == cudaSuccess && shared_bytes<E>(m, n, backward) <= limits.shared_optin;
     return cudaSuccess;
   });
   return ok;
@@ -233,12 +221,8 @@ cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, 
     using E = decltype(e);
     return dispatch_tile(m, [&](auto tile) {
       constexpr int TM = decltype(tile)::value;
-      const size_t bytes = shared_bytes<E>(m, n, false);
-      const cudaError_t err = allow_shared(bjorck_kernel<TM, E>, bytes);
-      if (err != cudaSuccess) return err;
-      bjorck_kernel<TM, E><<<grid_for(batch), kThreads, bytes, stream>>>(static_cast<const E*>(X), batch, m, n, iters,
-                                                                         static_cast<E*>(Y));
-      return cudaGetLastError();
+      return launch_with_shared(bjorck_kernel<TM, E>, grid_for(batch), kThreads, shared_bytes<E>(m, n, false), stream,
+                                static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(Y));
     });
   });
 }
@@ -250,13 +234,10 @@ cudaError_t bjorck_backward(ScalarKind kind, const void* grad_Y, const void* X, 
     using E = decltype(e);
     return dispatch_tile(m, [&](auto tile) {
       constexpr int TM = decltype(tile)::value;
-      const size_t bytes = shared_bytes<E>(m, n, true);
-      const cudaError_t err = allow_shared(bjorck_backward_kernel<TM, E>, bytes);
-      if (err != cudaSuccess) return err;
-      bjorck_backward_kernel<TM, E><<<backward_grid(batch), kThreads, bytes, stream>>>(
-          static_cast<const E*>(grad_Y), static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(workspace),
-          static_cast<E*>(grad_X));
-      return cudaGetLastError();
+      return launch_with_shared(bjorck_backward_kernel<TM, E>, backward_grid(batch), kThreads,
+                                shared_bytes<E>(m, n, true), stream, static_cast<const E*>(grad_Y),
+                                static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(workspace),
+                                static_cast<E*>(grad_X));
     });
   });
 }

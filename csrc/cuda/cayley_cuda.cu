@@ -9,6 +9,7 @@
 
 #include "common/cayley.h"
 #include "cuda/cayley_cuda.h"
+#include "cuda/launch.cuh"
 
 namespace convspectra {
 namespace cuda {
@@ -73,25 +74,16 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
 
 template <typename E>
 bool fits(int n) {
-  int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return false;
-  return shared_bytes<E>(n) <= size_t(optin);
+  DeviceLimits limits;
+  return device_limits(limits) == cudaSuccess && shared_bytes<E>(n) <= limits.shared_optin;
 }
 
 template <typename E>
 cudaError_t launch(const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
   if (batch == 0 || n == 0) return cudaSuccess;
-  const size_t bytes = shared_bytes<E>(n);
-  if (bytes > 48 * 1024) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(cayley_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    if (err != cudaSuccess) return err;
-  }
   const int blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
-  cayley_kernel<E><<<blocks, kThreads, bytes, stream>>>(static_cast<const E*>(W), batch, m, n, static_cast<E*>(Q),
-                                                        static_cast<E*>(M));
-  return cudaGetLastError();
+  return launch_with_shared(cayley_kernel<E>, blocks, kThreads, shared_bytes<E>(n), stream, static_cast<const E*>(W),
+                            batch, m, n, static_cast<E*>(Q), static_cast<E*>(M));
 }
 
 }  // namespace

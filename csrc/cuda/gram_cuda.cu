@@ -11,6 +11,7 @@
 
 #include "common/gram.h"
 #include "cuda/gram_cuda.h"
+#include "cuda/launch.cuh"
 
 namespace convspectra {
 namespace cuda {
@@ -126,25 +127,16 @@ __global__ void __launch_bounds__(kThreads) gram_bound_kernel(const E* __restric
 
 template <typename E>
 bool fits(int m, int n) {
-  int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return false;
-  return shared_bytes<E>(m, n) <= size_t(optin);
+  DeviceLimits limits;
+  return device_limits(limits) == cudaSuccess && shared_bytes<E>(m, n) <= limits.shared_optin;
 }
 
 template <typename E>
 cudaError_t launch(const void* A, int64_t batch, int m, int n, int steps, void* out, cudaStream_t stream) {
   if (batch == 0) return cudaSuccess;
-  const size_t bytes = shared_bytes<E>(m, n);
-  if (bytes > 48 * 1024) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(gram_bound_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    if (err != cudaSuccess) return err;
-  }
   const int blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
-  gram_bound_kernel<E><<<blocks, kThreads, bytes, stream>>>(static_cast<const E*>(A), batch, m, n, steps,
-                                                            static_cast<real_t<E>*>(out));
-  return cudaGetLastError();
+  return launch_with_shared(gram_bound_kernel<E>, blocks, kThreads, shared_bytes<E>(m, n), stream,
+                            static_cast<const E*>(A), batch, m, n, steps, static_cast<real_t<E>*>(out));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "common/jacobi.h"
 #include "cuda/svd_cuda.h"
+#include "cuda/launch.cuh"
 
 namespace convspectra {
 namespace cuda {
@@ -249,14 +250,12 @@ struct LaunchPlan {
 
 template <typename E>
 cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& plan) {
-  int dev = 0, smem_optin = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  DeviceLimits limits;
+  const cudaError_t err = device_limits(limits);
   if (err != cudaSuccess) return err;
   const int rows = std::max(m, n), cols = std::min(m, n);
   const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
-  plan.in_shared = shared_layout.shared_bytes <= size_t(smem_optin);
+  plan.in_shared = shared_layout.shared_bytes <= limits.shared_optin;
   const int pairs = (cols + 1) / 2;
   plan.threads = kWarp * std::max(1, std::min(kMaxWarps, pairs));
   if (plan.in_shared) {
@@ -267,7 +266,7 @@ cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& pla
     // Large matrices: a few resident blocks per SM, each with its own slice.
     const Layout g = make_layout<E>(rows, cols, want_uv, false);
     plan.shared_bytes = g.shared_bytes;
-    plan.blocks = int(std::min<int64_t>(batch, int64_t(sms) * 4));
+    plan.blocks = int(std::min<int64_t>(batch, int64_t(limits.sms) * 4));
     plan.workspace_bytes = size_t(plan.blocks) * g.global_elems * sizeof(E);
   }
   return cudaSuccess;
@@ -283,14 +282,9 @@ cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U,
   if (err != cudaSuccess) return err;
   if (workspace_bytes < plan.workspace_bytes) return cudaErrorInvalidValue;
   auto kernel = want_uv ? jacobi_svd_kernel<E, true> : jacobi_svd_kernel<E, false>;
-  if (plan.shared_bytes > 48 * 1024) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.shared_bytes));
-    if (err != cudaSuccess) return err;
-  }
-  kernel<<<plan.blocks, plan.threads, plan.shared_bytes, stream>>>(
-      static_cast<const E*>(A), batch, m, n, static_cast<real_t<E>*>(S), static_cast<E*>(U), static_cast<E*>(Vh),
-      static_cast<E*>(workspace), plan.in_shared);
-  return cudaGetLastError();
+  return launch_with_shared(kernel, plan.blocks, plan.threads, plan.shared_bytes, stream, static_cast<const E*>(A),
+                            batch, m, n, static_cast<real_t<E>*>(S), static_cast<E*>(U), static_cast<E*>(Vh),
+                            static_cast<E*>(workspace), plan.in_shared);
 }
 
 }  // namespace
