@@ -6,7 +6,6 @@ import torch
 
 import convspectra as cs
 from conftest import DEVICES, rel_err
-from conftest import dense_layer_operator as dense
 
 # (in, out, k, stride, H, W): square, tall, wide, strided (iso- and co-isometric), odd sizes, even k
 CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 3, 1, 5, 6), (5, 3, 2, 1, 6, 5), (2, 8, 3, 2, 8, 6), (4, 8, 3, 2, 8, 6),
@@ -37,20 +36,10 @@ def test_gradcheck_of_the_layer():
     assert torch.autograd.gradcheck(f, (x, *params))
 
 
-def test_training_keeps_it_orthogonal_and_alpha_trains():
-    torch.manual_seed(0)
-    layer = cs.nn.CayleyConv2d(3, 3, 3, bias=False).double()
-    assert any(p is layer.alpha for p in layer.parameters())  # registered before any forward
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
-    alpha0 = layer.alpha.item()
-    target = torch.randn(4, 3, 6, 6, dtype=torch.float64)
-    for _ in range(5):
-        opt.zero_grad()
-        ((layer(torch.randn(4, 3, 6, 6, dtype=torch.float64)) - target) ** 2).mean().backward()
-        opt.step()
-    assert layer.alpha.item() != alpha0
-    sv = torch.linalg.svdvals(dense(layer, 3, 6, 6))
-    assert (sv - 1).abs().max() < 1e-10
+def test_alpha_is_registered_before_any_forward():
+    # an optimiser built right after construction must see it (it trains: test_orthogonal_layers)
+    layer = cs.nn.CayleyConv2d(3, 3, 3, bias=False)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "alpha"]
 
 
 def test_eval_cache_follows_the_parameters():

@@ -31,6 +31,23 @@ def test_dense_operator_is_orthogonal(device, layer_class, case):
     assert (sv - 1).abs().max() < ORTHOGONALITY_TOL[layer_class]
 
 
+@pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
+def test_training_moves_every_parameter_and_keeps_it_orthogonal(layer_class):
+    torch.manual_seed(0)
+    layer = layer_class(3, 3, 3, bias=False).double()
+    before = {name: p.detach().clone() for name, p in layer.named_parameters()}
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    target = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    for _ in range(5):
+        opt.zero_grad()
+        ((layer(torch.randn(4, 3, 6, 6, dtype=torch.float64)) - target) ** 2).mean().backward()
+        opt.step()
+    for name, p in layer.named_parameters():
+        assert (p.detach() - before[name]).abs().max() > 1e-3, name
+    sv = torch.linalg.svdvals(dense(layer, 3, 6, 6))
+    assert (sv - 1).abs().max() < ORTHOGONALITY_TOL[layer_class]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layer_class", LAYERS, ids=lambda c: c.__name__)
 def test_float32_norm_preservation_and_channels_last(device, layer_class):
