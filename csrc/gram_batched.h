@@ -12,13 +12,21 @@
 
 namespace convspectra {
 
+// Squarings are capped: 2^60 is beyond any use, and no argument can make a kernel loop without bound.
+constexpr int64_t kGramMaxSteps = 60;
+
+inline void check_gram_args(const at::Tensor& A, int64_t steps) {
+  check_matrices(A, "convspectra::gram_bound", "A");
+  TORCH_CHECK(steps >= 0 && steps <= kGramMaxSteps, "convspectra::gram_bound: steps must be in [0, ", kGramMaxSteps,
+              "], got ", steps);
+}
+
 // A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
 inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
   at::NoGradGuard no_grad;  // a kernel: the op's autograd is registered separately
   const at::Tensor X = A.size(1) < A.size(2) ? conj_transpose(A) : A;  // square the smaller Gram matrix
-  const double tiny = at::isComplexType(A.scalar_type()) || A.scalar_type() == at::kFloat
-                          ? double(std::numeric_limits<float>::min())
-                          : std::numeric_limits<double>::min();
+  const double tiny = c10::toRealValueType(A.scalar_type()) == at::kFloat ? double(std::numeric_limits<float>::min())
+                                                                          : std::numeric_limits<double>::min();
   const at::Tensor amax = X.abs().amax({-2, -1}).clamp_min(tiny);
   at::Tensor G = X / amax.unsqueeze(-1).unsqueeze(-1);
   at::Tensor log_scale = at::zeros({A.size(0)}, A.options().dtype(at::kDouble));

@@ -42,7 +42,13 @@ def test_gram_bound_edge_cases(device):
     for shape in [(1, 4, 4), (1, 40, 40)]:  # both CPU paths
         tiny = torch.full(shape, 1e-39, dtype=torch.float32, device=device)
         expected = 1e-39 * shape[-1]  # rank one: the norm is 1e-39 * n
-        assert torch.ops.convspectra.gram_bound(tiny, 4).item() == pytest.approx(expected, rel=1e-3)
+        assert torch.ops.convspectra.gram_bound(tiny, 4).item() == pytest.approx(expected, rel=1e-3, abs=0)
+    # below the float32 range in double precision (real and complex): scaled by the double's floor
+    for dtype in (torch.float64, torch.complex128):
+        for shape in [(1, 4, 4), (1, 40, 40)]:
+            tiny = torch.full(shape, 1e-300, dtype=dtype, device=device)
+            expected = 1e-300 * shape[-1]
+            assert torch.ops.convspectra.gram_bound(tiny, 4).item() == pytest.approx(expected, rel=1e-3, abs=0)
     assert torch.ops.convspectra.gram_bound(torch.randn(0, 3, 3, device=device), 5).shape == (0,)
     assert torch.ops.convspectra.gram_bound(torch.randn(2, 0, 3, device=device), 5).tolist() == [0.0, 0.0]
 

@@ -58,16 +58,16 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
 }
 
 at::Tensor gram_bound_cpu(const at::Tensor& A_in, int64_t steps) {
-  check_matrices(A_in, "convspectra::gram_bound", "A");
+  check_gram_args(A_in, steps);
   const auto st = A_in.scalar_type();
-  TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
   const int64_t m = A_in.size(-2), n = A_in.size(-1);
   auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
   at::Tensor out = at::empty(batch_shape, A_in.options().dtype(c10::toRealValueType(st)));
   if (out.numel() == 0) return out;
   if (m == 0 || n == 0) return out.zero_();
   const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
-  if (std::min(m, n) > kGramSerialMaxCpu) return gram_bound_batched(A, steps).view(batch_shape);
+  // the serial kernel indexes one matrix with int
+  if (std::min(m, n) > kGramSerialMaxCpu || m * n > INT32_MAX) return gram_bound_batched(A, steps).view(batch_shape);
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_gram_bound_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
     using R = real_t<E>;

@@ -14,9 +14,8 @@ namespace convspectra {
 namespace {
 
 at::Tensor gram_bound_cuda(const at::Tensor& A_in, int64_t steps) {
-  check_matrices(A_in, "convspectra::gram_bound", "A");
+  check_gram_args(A_in, steps);
   TORCH_CHECK(A_in.is_cuda(), "convspectra::gram_bound: expected a CUDA tensor");
-  TORCH_CHECK(steps >= 0 && steps <= 60, "convspectra::gram_bound: steps must be in [0, 60], got ", steps);
   const auto st = A_in.scalar_type();
   const cuda::ScalarKind kind = cuda::scalar_kind(st, "convspectra::gram_bound", "A");
   c10::cuda::CUDAGuard guard(A_in.device());
