@@ -240,9 +240,14 @@ def _zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     # ||T^T T||_F^2 (the weight is chosen without autograd, like an argmax).
     with torch.no_grad():
         target = _zero_padded_m4(weight, H, W)
-        lam = torch.linspace(0, 1, 101, device=weight.device, dtype=torch.float64)[:, None]
-        m4 = ((1 - lam) * model.detach().double() + lam * circular.detach().double()).pow(4).sum(1)
-        lam = float(lam[(m4 - target).abs().argmin(), 0])
+        # sum ((1 - lam) a + lam b)^4 is a quartic in lam: five sums, then the grid
+        a = model.detach().double()
+        d = circular.detach().double() - a
+        coeffs = torch.stack([(a**4).sum(), 4 * (a**3 * d).sum(), 6 * (a**2 * d**2).sum(), 4 * (a * d**3).sum(),
+                              (d**4).sum()])
+        lam = torch.linspace(0, 1, 101, device=weight.device, dtype=torch.float64)
+        m4 = (coeffs * lam[:, None] ** torch.arange(5, device=lam.device)).sum(1)
+        lam = float(lam[(m4 - target).abs().argmin()])
     return _rescaled((1 - lam) * model + lam * circular, frob2)
 
 
