@@ -57,12 +57,16 @@ def test_penalty_bounds_every_layer(method):
     assert total.item() == pytest.approx(sum(per_layer), rel=1e-12)
 
 
-def test_penalty_exact_matches_spectral_norm_for_plain_layers():
+def test_penalty_exact_is_the_norm_of_circular_layers():
     model = small_model()
     conv = model[3]  # circular, stride 1
-    expected = cs.spectral_norm(conv.weight, (12, 10), "circular", "exact")
     got = cs.nn.spectral_penalty(nn.Sequential(conv), (12, 10), "exact", in_channels=8)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert got.item() == pytest.approx(dense_layer_norm(conv, (12, 10)), rel=1e-10)
+    # a dilated kernel (9 x 9) larger than the 7 x 6 input: the same operator, folded onto the input's grid
+    torch.manual_seed(25)
+    wide = nn.Conv2d(2, 2, 3, dilation=4, padding=4, padding_mode="circular", bias=False).double()
+    got = cs.nn.spectral_penalty(nn.Sequential(wide), (7, 6), "exact", in_channels=2)
+    assert got.item() == pytest.approx(dense_layer_norm(wide, (7, 6)), rel=1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -102,7 +102,10 @@ def spectral_penalty(
         for g in range(conv.groups):
             w = weight[g * per_group : (g + 1) * per_group]
             kh, kw = w.shape[-2:]
-            size = (max(H, kh), max(W, kw))  # a kernel wider than its input: bound on the kernel's own grid
+            if conv.padding_mode == "circular":  # the same operator on the input's own grid
+                w, size = _fold_kernel(w, H, W), (H, W)
+            else:  # zero padding: the layer is a sub-block of the one on an input as large as the kernel
+                size = (max(H, kh), max(W, kw))
             n = spectral_norm(w, size, _PADDINGS[conv.padding_mode], method, **norm_kwargs)
             norm = n if norm is None else torch.maximum(norm, n)
         term = norm if target is None else torch.relu(norm - target)
@@ -244,27 +247,32 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
     return taps.permute(2, 3, 0, 1)
 
 
+def _fold_kernel(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Along each axis where the kernel is larger than the H x W grid, its taps
+    summed modulo the size: the same circular operator on that grid. Tap t of a
+    folded axis acts at offset t - k//2, so tap j of the result acts at offset j."""
+    kh, kw = weight.shape[-2:]
+    if kh > H:
+        rows = (torch.arange(kh, device=weight.device) - kh // 2) % H
+        weight = weight.new_zeros(*weight.shape[:2], H, kw).index_add(2, rows, weight)
+    if kw > W:
+        cols = (torch.arange(kw, device=weight.device) - kw // 2) % W
+        weight = weight.new_zeros(*weight.shape[:3], W).index_add(3, cols, weight)
+    return weight
+
+
 def circular_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Circular convolution with conv2d's orientation, ``k//2`` taps before the
     centre (``reference.conv(..., 'circular')``), on any input size: a kernel
     larger than the input is first folded onto the input's periodic grid."""
     H, W = x.shape[-2:]
     kh, kw = weight.shape[-2:]
-    if kh > H or kw > W:
-        # tap p acts at offset p - k//2; offsets equal modulo the size add up
-        rows = (torch.arange(kh, device=x.device) - kh // 2) % H if kh > H else None
-        cols = (torch.arange(kw, device=x.device) - kw // 2) % W if kw > W else None
-        if rows is not None:
-            weight = weight.new_zeros(*weight.shape[:2], H, weight.shape[3]).index_add(2, rows, weight)
-        if cols is not None:
-            weight = weight.new_zeros(*weight.shape[:3], W).index_add(3, cols, weight)
-        kh, kw = weight.shape[-2:]
-        # the folded kernel's tap j acts at offset j: pad nothing before
-        pads = (0 if cols is not None else kw // 2, kw - 1 if cols is not None else (kw - 1) // 2,
-                0 if rows is not None else kh // 2, kh - 1 if rows is not None else (kh - 1) // 2)
-    else:
-        pads = (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)
-    return nn.functional.conv2d(nn.functional.pad(x, pads, mode="circular"), weight)
+    folded = _fold_kernel(weight, H, W)
+
+    def pads(k, n):  # (before, after) along one axis; a folded axis' tap j acts at offset j
+        return (0, n - 1) if k > n else (k // 2, (k - 1) // 2)
+
+    return nn.functional.conv2d(nn.functional.pad(x, pads(kw, W) + pads(kh, H), mode="circular"), folded)
 
 
 class BCOPConv2d(_OrthogonalConv2d):
