@@ -1,6 +1,6 @@
 // Fused CUDA kernels of convspectra::bjorck and its backward: one block per
 // matrix keeps it in shared memory for every iteration (one launch instead of
-// 3 x iters), for tall m x n matrices with m <= 16 * kMaxTile (128).
+// 3 x iters), for tall m x n matrices with m <= 16 * max_tile (128; 64 for complex128).
 //
 // Products run on a 16 x 16 thread grid; each thread owns a TM x TM register
 // tile of the output (rows ty + 16 a, columns tx + 16 b), so every operand
@@ -23,9 +23,13 @@ constexpr int kSide = 16;
 constexpr int kThreads = kSide * kSide;
 constexpr int kMaxTile = 8;
 constexpr int64_t kMaxBlocks = 4096;
-// 2048 resident threads per SM at most: no more 256-thread blocks than this
-// run at once, so the backward's grid (and its per-block scratch) stops there.
-constexpr int kMaxResidentBlocksPerSm = 8;
+
+// The largest register tile for an element type: a 16-byte element's 8 x 8
+// tile alone would exceed a thread's share of the register file (spills).
+template <typename E>
+constexpr int max_tile() {
+  return sizeof(E) == 16 ? 4 : kMaxTile;
+}
 
 // acc[a][b] = sum_r lhs(i_a, r) R[r, j_b] over r < inner, for rows i_a < rows
 // and columns j_b < cols; lhs(i, r) = conj(L[r, i]) when ConjTransposeLhs,
@@ -176,42 +180,51 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Calls fn(std::integral_constant<int, TM>) with the smallest register tile
-// covering m rows.
-template <typename Fn>
+// covering m rows (only the tiles element type E may use are instantiated).
+template <typename E, typename Fn>
 cudaError_t dispatch_tile(int m, Fn&& fn) {
   if (m <= kSide) return fn(std::integral_constant<int, 1>{});
   if (m <= 2 * kSide) return fn(std::integral_constant<int, 2>{});
   if (m <= 4 * kSide) return fn(std::integral_constant<int, 4>{});
-  if (m <= kMaxTile * kSide) return fn(std::integral_constant<int, kMaxTile>{});
+  if constexpr (max_tile<E>() > 4) {
+    if (m <= max_tile<E>() * kSide) return fn(std::integral_constant<int, max_tile<E>()>{});
+  }
   return cudaErrorInvalidValue;
 }
 
 int grid_for(int64_t batch) { return int(std::min<int64_t>(batch, kMaxBlocks)); }
 
-int backward_grid(int64_t batch) {
-  DeviceLimits limits;
-  device_limits(limits);  // on failure: one SM, a small grid that still works
-  return int(std::min<int64_t>(batch, int64_t(limits.sms) * kMaxResidentBlocksPerSm));
-}
-
 }  // namespace
 
 bool bjorck_fits_shared(ScalarKind kind, int m, int n, bool backward) {
-  if (m > kMaxTile * kSide || n > m) return false;
+  if (n > m) return false;
   bool ok = false;
   dispatch_scalar_kind(kind, [&](auto e) {
     using E = decltype(e);
-    // a 16-byte element's 8 x 8 register tile alone would exceed the register file share: spills
-    if (sizeof(E) == 16 && m > 4 * kSide) return cudaSuccess;
     DeviceLimits limits;
-    ok = device_limits(limits) == cudaSuccess && shared_bytes<E>(m, n, backward) <= limits.shared_optin;
+    ok = m <= max_tile<E>() * kSide && device_limits(limits) == cudaSuccess &&
+         shared_bytes<E>(m, n, backward) <= limits.shared_optin;
     return cudaSuccess;
   });
   return ok;
 }
 
-size_t bjorck_backward_workspace_elements(int64_t batch, int m, int n, int iters) {
-  return size_t(backward_grid(batch)) * size_t(iters) * size_t(m) * size_t(n);
+int bjorck_backward_grid(ScalarKind kind, int64_t batch, int m, int n) {
+  int per_sm = 0;
+  dispatch_scalar_kind(kind, [&](auto e) {
+    using E = decltype(e);
+    return dispatch_tile<E>(m, [&](auto tile) {
+      constexpr int TM = decltype(tile)::value;
+      const size_t bytes = shared_bytes<E>(m, n, true);
+      // the occupancy of a kernel above 48 KiB of shared memory counts only once it has opted in
+      if (bytes > 48 * 1024)
+        cudaFuncSetAttribute(bjorck_backward_kernel<TM, E>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+      return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bjorck_backward_kernel<TM, E>, kThreads, bytes);
+    });
+  });
+  DeviceLimits limits;
+  device_limits(limits);  // on failure: one SM, a small grid that still works
+  return int(std::min<int64_t>(batch, int64_t(limits.sms) * std::max(per_sm, 1)));
 }
 
 cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, int iters, void* Y,
@@ -219,7 +232,7 @@ cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, 
   if (batch == 0 || n == 0) return cudaSuccess;
   return dispatch_scalar_kind(kind, [&](auto e) {
     using E = decltype(e);
-    return dispatch_tile(m, [&](auto tile) {
+    return dispatch_tile<E>(m, [&](auto tile) {
       constexpr int TM = decltype(tile)::value;
       return launch_with_shared(bjorck_kernel<TM, E>, grid_for(batch), kThreads, shared_bytes<E>(m, n, false), stream,
                                 static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(Y));
@@ -228,13 +241,13 @@ cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, 
 }
 
 cudaError_t bjorck_backward(ScalarKind kind, const void* grad_Y, const void* X, int64_t batch, int m, int n,
-                            int iters, void* workspace, void* grad_X, cudaStream_t stream) {
+                            int iters, int grid, void* workspace, void* grad_X, cudaStream_t stream) {
   if (batch == 0 || n == 0) return cudaSuccess;
   return dispatch_scalar_kind(kind, [&](auto e) {
     using E = decltype(e);
-    return dispatch_tile(m, [&](auto tile) {
+    return dispatch_tile<E>(m, [&](auto tile) {
       constexpr int TM = decltype(tile)::value;
-      return launch_with_shared(bjorck_backward_kernel<TM, E>, backward_grid(batch), kThreads,
+      return launch_with_shared(bjorck_backward_kernel<TM, E>, grid, kThreads,
                                 shared_bytes<E>(m, n, true), stream, static_cast<const E*>(grad_Y),
                                 static_cast<const E*>(X), batch, m, n, iters, static_cast<E*>(workspace),
                                 static_cast<E*>(grad_X));

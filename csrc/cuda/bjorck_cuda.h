@@ -21,12 +21,14 @@ bool bjorck_fits_shared(ScalarKind kind, int m, int n, bool backward);
 cudaError_t bjorck(ScalarKind kind, const void* X, int64_t batch, int m, int n, int iters, void* Y,
                    cudaStream_t stream);
 
-// Elements of global scratch bjorck_backward needs (the recomputed iterates).
-size_t bjorck_backward_workspace_elements(int64_t batch, int m, int n, int iters);
+// Blocks for bjorck_backward: as many as can be resident at once (each keeps
+// its recomputed iterates in global scratch, so more would only cost memory).
+int bjorck_backward_grid(ScalarKind kind, int64_t batch, int m, int n);
 
-// grad_X of the steps above given grad_Y (both batch x m x n).
+// grad_X of the steps above given grad_Y (both batch x m x n), on `grid`
+// blocks with workspace of grid * iters * m * n elements.
 cudaError_t bjorck_backward(ScalarKind kind, const void* grad_Y, const void* X, int64_t batch, int m, int n,
-                            int iters, void* workspace, void* grad_X, cudaStream_t stream);
+                            int iters, int grid, void* workspace, void* grad_X, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace convspectra

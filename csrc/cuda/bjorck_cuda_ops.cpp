@@ -45,11 +45,12 @@ at::Tensor bjorck_backward_cuda(const at::Tensor& grad_in, const at::Tensor& X_i
   if (iters == 0 || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
     return bjorck_backward_batched(grad, X, iters).view(X_in.sizes());
   at::Tensor out = at::empty_like(X);
-  at::Tensor work = at::empty(
-      {int64_t(cuda::bjorck_backward_workspace_elements(X.size(0), int(m), int(n), int(iters)))}, X.options());
+  const int grid = cuda::bjorck_backward_grid(kind, X.size(0), int(m), int(n));
+  at::Tensor work = at::empty({int64_t(grid) * iters * m * n}, X.options());  // the recomputed iterates
   const cudaError_t err =
       cuda::bjorck_backward(kind, grad.const_data_ptr(), X.const_data_ptr(), X.size(0), int(m), int(n), int(iters),
-                            work.mutable_data_ptr(), out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream().stream());
+                            grid, work.mutable_data_ptr(), out.mutable_data_ptr(),
+                            c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == cudaSuccess, "convspectra::bjorck_backward: CUDA launch failed: ", cudaGetErrorString(err));
   return out.view(X_in.sizes());
 }
