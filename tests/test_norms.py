@@ -40,16 +40,26 @@ def test_bounds_against_dense(device, case):
     # certified: above both zero paddings of this size
     cert = cs.spectral_norm(w, (H, W), "zeros", "certified").item()
     assert cert >= full.item() * (1 - eps) and full.item() >= same.item() * (1 - eps)
+    # ... and exactly the circular norm on the (H+kh-1) x (W+kw-1) grid (MATH.md 4.2)
+    assert abs(cert / dense_norm(w, (H + kh - 1, W + kw - 1), "circular").item() - 1) < 1e-12
     assert abs(cs.spectral_norm(w, (H, W), "circular", "certified").item() / circ.item() - 1) < 1e-12
     # gram: an upper bound within 1 % of what it bounds
     g_circ = cs.spectral_norm(w, (H, W), method="gram").item()
     assert circ.item() * (1 - eps) <= g_circ <= 1.01 * circ.item()
     g_zero = cs.spectral_norm(w, (H, W), "zeros", "gram").item()
     assert cert * (1 - eps) <= g_zero <= 1.01 * cert
-    # tap bounds: above every padding and size
-    for method in ("sum_taps", "reshape", "l1"):
+    # tap bounds: above every padding and size, and equal to their definitions (MATH.md 4.2 a-c)
+    a = w.abs().sum((2, 3))
+    definitions = {
+        "sum_taps": torch.linalg.matrix_norm(w.permute(2, 3, 0, 1), ord=2).sum(),
+        "reshape": (kh * kw) ** 0.5 * torch.minimum(torch.linalg.matrix_norm(w.reshape(c_out, -1), ord=2),
+                                                    torch.linalg.matrix_norm(w.transpose(0, 1).reshape(c_in, -1), ord=2)),
+        "l1": (a.sum(1).max() * a.sum(0).max()).sqrt(),
+    }
+    for method, expected in definitions.items():
         b = cs.spectral_norm(w, method=method).item()
         assert b >= cert * (1 - eps) and b >= circ.item() * (1 - eps), method
+        assert b == pytest.approx(expected.item(), rel=1e-12), method
         assert b == pytest.approx(cs.spectral_norm(w, (H, W), "zeros", method).item())
 
 
