@@ -1,5 +1,8 @@
 """cs.nn.spectral_penalty against per-layer norms and dense operators."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -40,6 +43,20 @@ def test_input_sizes_are_recorded():
     sizes = cs.nn.conv_input_sizes(model, (12, 10))
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
     assert [sizes[c] for c in convs] == [(12, 10), (12, 10), (12, 10), (6, 5), (6, 5)]
+
+
+def test_input_size_cache_keeps_nothing_alive_and_follows_the_layers():
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    assert cs.nn.conv_input_sizes(conv, (6, 5)) == {conv: (6, 5)}
+    ref = weakref.ref(conv)
+    del conv
+    gc.collect()
+    assert ref() is None
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1))
+    cs.nn.conv_input_sizes(model, (6, 5))
+    model[0] = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+    model.append(nn.Conv2d(3, 3, 3, padding=1))
+    assert list(cs.nn.conv_input_sizes(model, (6, 5)).items()) == [(model[0], (6, 5)), (model[1], (3, 3))]
 
 
 @pytest.mark.parametrize("method", ["gram", "certified", "reshape", "l1", "sum_taps"])

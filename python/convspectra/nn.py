@@ -13,8 +13,9 @@ from .spectrum import NORM_METHODS, spectral_norm
 
 __all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes"]
 
-_PADDINGS = {"zeros": "zeros", "circular": "circular"}
-# module -> {(in_channels, H, W): {conv: (H, W)}}; dropped with the module
+# module -> {(in_channels, H, W): (ids of its Conv2d layers, {conv id: (H, W)})}, dropped with
+# the module. Ids, not the layers: a module that is itself a Conv2d would keep its own key alive;
+# and a changed set of layers is recorded anew.
 _size_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -28,13 +29,13 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
         return {}
     H, W = _checks.input_size_pair(input_size, torch.empty(1, 1, 1, 1))
     c_in = convs[0].in_channels if in_channels is None else _checks.positive_int(in_channels, "in_channels")
-    key = (c_in, H, W)
+    key, ids = (c_in, H, W), tuple(id(conv) for conv in convs)
     cached = _size_cache.setdefault(module, {})
-    if key not in cached:
-        sizes: dict[nn.Conv2d, tuple[int, int]] = {}
+    if key not in cached or cached[key][0] != ids:
+        sizes: dict[int, tuple[int, int]] = {}
 
         def record(conv, args):  # returns None: a pre-hook's return value would replace the input
-            sizes.setdefault(conv, tuple(args[0].shape[-2:]))
+            sizes.setdefault(id(conv), tuple(args[0].shape[-2:]))
 
         hooks = [conv.register_forward_pre_hook(record) for conv in convs]
         modes = {m: m.training for m in module.modules()}
@@ -48,8 +49,9 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
                 h.remove()
             for m, mode in modes.items():
                 m.training = mode
-        cached[key] = sizes
-    return cached[key]
+        cached[key] = (ids, sizes)
+    sizes = cached[key][1]
+    return {conv: sizes[id(conv)] for conv in convs if id(conv) in sizes}  # layers the forward never ran: none
 
 
 def _effective_kernel(conv: nn.Conv2d, weight: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,7 @@ def spectral_penalty(
     sizes = conv_input_sizes(module, input_size, in_channels)
     total = None
     for conv, (H, W) in sizes.items():
-        if conv.padding_mode not in _PADDINGS:
+        if conv.padding_mode not in _checks.PADDINGS:
             raise ValueError(f"spectral_penalty: layer {conv} has padding_mode={conv.padding_mode!r}; "
                              "only 'zeros' and 'circular' are supported")
         weight = _effective_kernel(conv, conv.weight)
@@ -106,7 +108,7 @@ def spectral_penalty(
                 w, size = _fold_kernel(w, H, W), (H, W)
             else:  # zero padding: the layer is a sub-block of the one on an input as large as the kernel
                 size = (max(H, kh), max(W, kw))
-            n = spectral_norm(w, size, _PADDINGS[conv.padding_mode], method, **norm_kwargs)
+            n = spectral_norm(w, size, conv.padding_mode, method, **norm_kwargs)
             norm = n if norm is None else torch.maximum(norm, n)
         term = norm if target is None else torch.relu(norm - target)
         total = term if total is None else total + term
