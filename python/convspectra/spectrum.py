@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from . import _checks, _ops
+from . import _checks, _ops, linalg
 from .reference import polyphase
 
 __all__ = ["symbol", "singular_values", "svd", "spectral_norm", "clip_singular_values"]
@@ -535,9 +535,7 @@ def spectral_norm(
 
 
 def _top_singular_value(A: torch.Tensor) -> torch.Tensor:
-    if A.requires_grad and torch.is_grad_enabled():
-        return _ops.svd(A)[1][..., 0]
-    return _ops.svdvals(A)[..., 0]
+    return linalg.svdvals(A)[..., 0]
 
 
 def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
@@ -668,7 +666,9 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
     Per frequency ``F = U S V^H`` becomes ``U min(S, max_value) V^H``; the inverse
     DFT, cropped back to the ``kh x kw`` support, is the result. The first step
     is the exact projection of the circular operator; the crop makes the whole
-    an approximation. A kernel already inside the ball comes back unchanged.
+    an approximation. Computed as the kernel plus the cropped inverse DFT of
+    what the projection changes, so a kernel already inside the ball comes back
+    unchanged, bit for bit.
     With ``return_norms=True`` also returns ``{"before", "projected",
     "after_crop"}``: the circular norms of the input, of the projected
     (full-support) kernel, and of the returned kernel. Not differentiable (a
@@ -688,18 +688,16 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
         for u0, u1, F in _grid_symbols(w, rows, col_angles):
             U, S, Vh = _ops.svd(F)
             before = torch.maximum(before, S.max())
-            projected = _ops._scale_columns(U, S.clamp(max=max_value)) @ Vh
-            part = _phases(rows[u0:u1], kh, F.dtype).T.conj() @ projected.flatten(1)  # inverse DFT over u, s < kh
+            # what the projection changes: exactly zero where no value exceeds max_value
+            change = _ops._scale_columns(U, S.clamp(max=max_value) - S) @ Vh
+            part = _phases(rows[u0:u1], kh, F.dtype).T.conj() @ change.flatten(1)  # inverse DFT over u, s < kh
             acc = part if acc is None else acc.add_(part)
         norms = {"before": before, "projected": torch.clamp(before, max=max_value)}
-        if not bool(before > max_value):
-            out = w.clone()
-        else:
-            # inverse DFT over v for taps t < kw; columns 0 < v < W/2 stand for v and W - v
-            mult = torch.ones(wh, dtype=w.dtype, device=w.device)
-            mult[1 : (W - 1) // 2 + 1] = 2
-            acc = acc.view(kh, wh, c_out, c_in) * mult[None, :, None, None]
-            out = (torch.einsum("svoi,vt->oist", acc, Ev.conj()).real / (H * W)).to(w.dtype).contiguous()
+        # inverse DFT over v for taps t < kw; columns 0 < v < W/2 stand for v and W - v
+        mult = torch.ones(wh, dtype=w.dtype, device=w.device)
+        mult[1 : (W - 1) // 2 + 1] = 2
+        acc = acc.view(kh, wh, c_out, c_in) * mult[None, :, None, None]
+        out = w + (torch.einsum("svoi,vt->oist", acc, Ev.conj()).real / (H * W)).to(w.dtype)
         if return_norms:
             norms["after_crop"] = spectral_norm(out, (H, W))
             return out, norms
