@@ -1,20 +1,21 @@
 """Cost and tightness of the spectral-norm methods on ResNet-18-shaped layers
 (docs/accuracy.md). Truth: the exact norm of the zero-padded ('same') layer,
-by Lanczos to 1e-6. Each method's value is reported as a ratio to it (a bound
-is >= 1) with its median time over three runs (forward only).
+by Lanczos to 1e-10, computed once. Each method's value (Lanczos at its
+default tolerance 1e-6 included) is reported as a ratio to it (a bound is
+>= 1) with its median time after a warm-up (forward only, the bench suite's
+timer).
 Usage: python bench/norm_accuracy.py [--markdown FILE] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
 import convspectra as cs
+from convspectra.bench import _time_ms
 
 # ResNet-18's stride-1 3x3 convs at the sizes they see for a 224 x 224 image.
 LAYERS = [("layer1", 64, 56), ("layer2", 128, 28), ("layer3", 256, 14), ("layer4", 512, 7)]
@@ -30,19 +31,6 @@ METHODS = [
 ]
 
 
-def timed(fn, device):
-    times, value = [], None
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        value = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(value), statistics.median(times) * 1e3
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--markdown")
@@ -55,9 +43,10 @@ def main(argv=None) -> int:
     cells = {m[0]: [] for m in METHODS}
     for name, c, n in LAYERS:
         w = (torch.randn(c, c, 3, 3, generator=g) / (9 * c) ** 0.5).to(device)
-        truth, _ = timed(lambda: cs.spectral_norm(w, (n, n), "zeros", "exact"), device)
+        truth = cs.spectral_norm(w, (n, n), "zeros", "exact", tol=1e-10).item()
         for label, padding, method in METHODS:
-            value, ms = timed(lambda: cs.spectral_norm(w, (n, n), padding, method), device)
+            value = cs.spectral_norm(w, (n, n), padding, method).item()
+            ms = _time_ms(lambda: cs.spectral_norm(w, (n, n), padding, method), device, min_run_time=0)
             cells[label].append(f"{value / truth:.4f}, {ms:.0f}")
         print(f"{name}: truth {truth:.4f}", file=sys.stderr)
     for label, _, _ in METHODS:
