@@ -1,6 +1,8 @@
 """Spectral norms and bounds against the dense operators (MATH.md 4.2), and
 singular value clipping."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,8 +107,15 @@ def test_zero_padded_norm_iteration_cap():
     w = torch.randn(6, 6, 3, 3, dtype=torch.float64)
     exact = dense_norm(w, (8, 8), "zeros").item()
     for cap in (1, 2, 5):
-        est = cs.spectral_norm(w, (8, 8), "zeros", max_iter=cap).item()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = cs.spectral_norm(w, (8, 8), "zeros", max_iter=cap).item()
         assert 0 < est <= exact * (1 + 1e-12)
+        if cap == 1:  # one step cannot reach 1e-6: the caller is told
+            assert any("max_iter=1 before tol=1e-06" in str(c.message) for c in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        assert cs.spectral_norm(w, (8, 8), "zeros").item() == pytest.approx(exact, rel=1e-6)
 
 
 def test_norm_bad_arguments():

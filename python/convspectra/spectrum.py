@@ -14,6 +14,7 @@ in training too.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -630,6 +631,9 @@ def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
                 basis[j + 1] = z / beta
             y = (ritz.to(y.dtype) @ basis[: ritz.numel()]).view_as(y)
             y = y / torch.linalg.vector_norm(y)
+    if not converged:
+        warnings.warn(f"spectral_norm(padding='zeros', method='exact'): Lanczos reached max_iter={max_iter} "
+                      f"before tol={tol:g}; the result is a lower bound of the norm", RuntimeWarning, stacklevel=3)
     return torch.linalg.vector_norm(T(y, weight))
 
 
