@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import convspectra as cs
+
 HAS_CUDA = torch.cuda.is_available()
 
 # Every device test runs on the CPU and, where a GPU exists, on CUDA; without a
@@ -9,6 +11,17 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")),
 ]
+
+
+# The element types of the matrix kernels.
+DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
+
+
+def dense_svdvals(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
+    """All singular values of a conv layer (kernel ``weight``), descending, from
+    its dense operator in float64 on the CPU (differentiable): the ground truth of MATH.md 7."""
+    T = cs.reference.dense_operator(weight.double().cpu(), input_size, padding, stride)
+    return torch.linalg.svdvals(T)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from conftest import DTYPES, DEVICES, rel_err
 from conftest import dtype_tol as tol
 
-DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # square, tall, wide, on both sides of the CPU's serial / batched split (m = 16)
 # and, on a GPU, both sides of its 64-row register tile (m <= 128 stays in shared memory)
 SHAPES = [(1, 1), (5, 5), (7, 3), (3, 7), (16, 16), (17, 17), (40, 40), (50, 36), (36, 50), (100, 90)]

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from conftest import DTYPES, DEVICES, rel_err
 from conftest import dtype_tol as tol
 
-DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # square, tall, wide, on both sides of the CPU's serial / batched split (n = 32)
 SHAPES = [(1, 1), (4, 4), (6, 3), (3, 6), (32, 32), (40, 40), (50, 36), (36, 50)]
 

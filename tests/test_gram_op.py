@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, dtype_tol, rel_err
+from conftest import DTYPES, DEVICES, dtype_tol, rel_err
 
-DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # both sides of the CPU's serial / batched split (min(m, n) = 32)
 SHAPES = [(1, 1), (3, 5), (5, 3), (8, 8), (32, 20), (20, 32), (33, 33), (70, 40)]
 

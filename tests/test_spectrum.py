@@ -5,7 +5,7 @@ import torch
 
 import convspectra as cs
 from convspectra import spectrum
-from conftest import DEVICES, rel_err
+from conftest import DEVICES, dense_svdvals, rel_err
 
 # (c_out, c_in, kh, kw, H, W): c_out != c_in both ways, odd and even and
 # non-square kernels, k = 1, H != W, odd and even W (half-grid multiplicities),
@@ -23,9 +23,6 @@ CASES = [
 ]
 
 
-def dense_svdvals(weight, input_size, stride=1):
-    T = cs.reference.dense_operator(weight.double().cpu(), input_size, "circular", stride)
-    return torch.linalg.svdvals(T)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -172,17 +169,13 @@ def test_compile_fullgraph():
 
 
 # ------------------------------------------------ zero padding (approximation)
-def dense_zero_padded(weight, size):
-    return torch.linalg.svdvals(cs.reference.dense_operator(weight.double().cpu(), size, "zeros"))
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_zero_padding_is_exact_for_1x1_kernels(device):
     # a 1x1 conv does not see the padding: every pixel class is the interior
     w = torch.randn(5, 3, 1, 1, dtype=torch.float64, device=device)
     ours = cs.singular_values(w, (6, 7), padding="zeros")
     assert ours.shape == (6 * 7 * 3,)
-    assert rel_err(ours, dense_zero_padded(w, (6, 7))[: ours.numel()]) < 1e-12
+    assert rel_err(ours, dense_svdvals(w, (6, 7), "zeros")[: ours.numel()]) < 1e-12
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -201,7 +194,7 @@ def test_zero_padding_beats_the_circular_approximation(device, case):
     }
     for name, w in kernels.items():
         w = w.to(device)
-        exact = dense_zero_padded(w, (H, W))[: H * W * min(c_out, c_in)]
+        exact = dense_svdvals(w, (H, W), "zeros")[: H * W * min(c_out, c_in)]
         ours = cs.singular_values(w, (H, W), padding="zeros")
         assert ours.shape == exact.shape and ours.device == w.device
         assert bool((ours[:-1] >= ours[1:]).all())
@@ -246,7 +239,7 @@ def test_pinched_values_are_the_fourier_block_diagonal(device, shape, size):
     assert rel_err(ours.sort(descending=True).values, expected) < 1e-12
     # a pinching keeps the trace and is majorized by the full spectrum (Ky Fan):
     # every partial sum of the largest sigma^2 is at most the exact one
-    exact2 = dense_zero_padded(w, size)[: expected.numel()].square()
+    exact2 = dense_svdvals(w, size, "zeros")[: expected.numel()].square()
     partial = ours.cpu().sort(descending=True).values.square().cumsum(0)
     assert partial[-1].item() == pytest.approx(exact2.sum().item(), rel=1e-12)
     assert bool((partial <= exact2.cumsum(0) * (1 + 1e-12)).all())
@@ -275,7 +268,7 @@ def test_zero_padding_beats_circular_for_centre_dominated_kernels(device, case):
     for _ in range(3):
         w = centre_dominated(c_out, c_in, k, g).to(device)
         assert spectrum._is_clustered(spectrum._circular_half(w, H, W))
-        exact = dense_zero_padded(w, (H, W))[: H * W * min(c_out, c_in)]
+        exact = dense_svdvals(w, (H, W), "zeros")[: H * W * min(c_out, c_in)]
         ours = cs.singular_values(w, (H, W), padding="zeros")
         assert ours.shape == exact.shape and bool((ours[:-1] >= ours[1:]).all())
         assert rel_err(ours, exact) < rel_err(cs.singular_values(w, (H, W)), exact)
@@ -297,7 +290,7 @@ def test_zero_padding_of_centre_only_and_zero_kernels(device):
         w[:, :, 1, 1] = centre
         w = w.to(device)
         ours = cs.singular_values(w, (5, 6), padding="zeros")
-        assert rel_err(ours, dense_zero_padded(w, (5, 6))[: ours.numel()]) < 1e-12
+        assert rel_err(ours, dense_svdvals(w, (5, 6), "zeros")[: ours.numel()]) < 1e-12
     # all zeros: zeros, not 0/0
     zero = cs.singular_values(torch.zeros(3, 2, 3, 3, device=device), (5, 5), padding="zeros")
     assert zero.shape == (50,) and bool((zero == 0).all())
@@ -318,7 +311,7 @@ def test_zero_padding_rejects_strides():
 def test_zero_padded_moments_are_exact(shape, size):
     # the two exact invariants the approximation is fitted to
     w = torch.randn(shape, dtype=torch.float64)
-    s = dense_zero_padded(w, size)
+    s = dense_svdvals(w, size, "zeros")
     assert spectrum._zero_padded_frobenius2(w, *size).item() == pytest.approx((s**2).sum().item(), rel=1e-12)
     assert spectrum._zero_padded_m4(w, *size).item() == pytest.approx((s**4).sum().item(), rel=1e-12)
     approx = cs.singular_values(w, size, padding="zeros")

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from conftest import DTYPES, DEVICES, rel_err
 from conftest import dtype_tol as tol
 
-DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 # Square, tall, wide, 1 x 1, vectors, and sizes on both sides of the CPU's
 # Jacobi / LAPACK crossover (min(m, n) = 8).
 SHAPES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (5, 3), (8, 8), (8, 13), (13, 8), (9, 9), (16, 16),
