@@ -19,6 +19,24 @@ constexpr int kMaxJacobiSweeps = 64;
 template <typename R> CS_HD R machine_epsilon();
 template <> CS_HD float machine_epsilon<float>() { return 1.1920929e-07f; }
 template <> CS_HD double machine_epsilon<double>() { return 2.220446049250313e-16; }
+// The smallest normal number (std::numeric_limits<R>::min(), spelt out for device code).
+template <typename R> CS_HD R smallest_normal();
+template <> CS_HD float smallest_normal<float>() { return 1.17549435e-38f; }
+template <> CS_HD double smallest_normal<double>() { return 2.2250738585072014e-308; }
+
+// Columns whose squared norm falls below this floor count as exactly zero: they
+// are never rotated and give a zero singular value. The kernels scale the
+// matrix so that its largest entry lies in [1/2, 1), so the floor is absolute
+// there: tiny / eps^2 (about 1e-24 in float32, 1e-276 in float64) keeps every
+// product of a rotation, and the phase gamma / |gamma|, in the normal range
+// (|gamma| > tol * floor), and what it drops is far below eps * ||A||. Without
+// it, exactly rank-deficient inputs (identical rows, constant kernels) leave
+// columns of rounding noise that shrink into the subnormals, where sin / |gamma|
+// overflows and the rotation writes Inf and NaN.
+template <typename R>
+CS_HD R jacobi_floor() {
+  return smallest_normal<R>() / (machine_epsilon<R>() * machine_epsilon<R>());
+}
 
 // Two columns count as orthogonal once |x^H y| <= tol * ||x|| ||y||. The
 // singular values then carry an error of order tol^2 relative to ||X||, so
@@ -28,8 +46,18 @@ CS_HD R jacobi_tolerance(int rows) {
   return std::sqrt(R(rows)) * machine_epsilon<R>();
 }
 
+// Whether columns with squared norms alpha, beta and inner product of modulus
+// gabs need a rotation: both above the floor and not yet orthogonal. Negated
+// comparison, so that a NaN never rotates.
+template <typename R>
+CS_HD bool jacobi_should_rotate(R alpha, R beta, R gabs, R tol) {
+  const R floor = jacobi_floor<R>();
+  return alpha >= floor && beta >= floor && gabs > tol * std::sqrt(alpha) * std::sqrt(beta);
+}
+
 // The plane rotation that makes columns x and y orthogonal, given
-// alpha = ||x||^2, beta = ||y||^2, gamma = x^H y and gabs = |gamma| > 0:
+// alpha = ||x||^2, beta = ||y||^2, gamma = x^H y and gabs = |gamma| > 0
+// (jacobi_should_rotate true):
 //     x' = c x - conj(s) y,     y' = s x + c y,      s = sin * gamma / |gamma|.
 // Returns the tangent t, so that ||x'||^2 = alpha - t gabs, ||y'||^2 = beta + t gabs.
 template <typename E>
@@ -43,7 +71,8 @@ CS_HD real_t<E> jacobi_rotation(real_t<E> alpha, real_t<E> beta, E gamma, real_t
   R t = az > R(1) / machine_epsilon<R>() ? R(0.5) / az : R(1) / (az + std::sqrt(R(1) + az * az));
   t = zeta < R(0) ? -t : t;
   c = R(1) / std::sqrt(R(1) + t * t);
-  s = scale(gamma, c * t / gabs);
+  // the unit phase first: c t / gabs alone can overflow when gabs is small
+  s = scale(divide(gamma, gabs), c * t);
   return t;
 }
 
@@ -83,13 +112,12 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
       for (int q = p + 1; q < cols; ++q) {
         const R alpha = norm2[p];
         const R beta = norm2[q];
-        if (alpha == R(0) || beta == R(0)) continue;
+        if (alpha < jacobi_floor<R>() || beta < jacobi_floor<R>()) continue;
         E* xq = X + static_cast<long>(q) * rows;
         E gamma = make_real<E>(R(0));
         for (int i = 0; i < rows; ++i) gamma = add(gamma, conj_mul(xp[i], xq[i]));
+        if (!jacobi_should_rotate(alpha, beta, cabs(gamma), tol)) continue;
         const R gabs = cabs(gamma);
-        // Negated test so that a NaN never triggers a rotation.
-        if (!(gabs > tol * std::sqrt(alpha) * std::sqrt(beta))) continue;
         R c;
         E s;
         const R t = jacobi_rotation(alpha, beta, gamma, gabs, c, s);
@@ -108,32 +136,47 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
   return sweep;
 }
 
+// The singular value of a converged column with squared norm norm2: its
+// length, or exactly zero below the floor (such a column is not orthogonal to
+// the others and gets a completed left vector instead).
+template <typename R>
+CS_HD R jacobi_singular_value(R norm2) {
+  return norm2 >= jacobi_floor<R>() ? std::sqrt(norm2) : R(0);
+}
+
 // Makes column `target` of the column-major X a unit vector orthogonal to the
 // orthonormal columns prev[0..nprev): used for the left vector of a zero
-// singular value. Tries unit vectors e_0, e_1, ... with two passes of
-// Gram-Schmidt (twice is enough, Kahan) until one keeps norm > 1/2.
+// singular value. Starts from the unit vector e_i least covered by them (the
+// smallest sum_o |x_o[i]|^2): its residual has squared norm at least
+// (rows - nprev) / rows >= 1 / rows, so two passes of Gram-Schmidt (twice is
+// enough, Kahan) leave a vector that normalises safely.
 template <typename E>
 CS_HD void complete_orthonormal_column(E* X, int rows, const int* prev, int nprev, int target) {
   using R = real_t<E>;
   E* x = X + static_cast<long>(target) * rows;
-  for (int cand = 0; cand < rows; ++cand) {
-    for (int i = 0; i < rows; ++i) x[i] = make_real<E>(i == cand ? R(1) : R(0));
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int o = 0; o < nprev; ++o) {
-        const E* xo = X + static_cast<long>(prev[o]) * rows;
-        E d = make_real<E>(R(0));
-        for (int i = 0; i < rows; ++i) d = add(d, conj_mul(xo[i], x[i]));
-        for (int i = 0; i < rows; ++i) x[i] = sub(x[i], mul(d, xo[i]));
-      }
-    }
-    R nrm = R(0);
-    for (int i = 0; i < rows; ++i) nrm += abs2(x[i]);
-    nrm = std::sqrt(nrm);
-    if (nrm > R(0.5)) {
-      for (int i = 0; i < rows; ++i) x[i] = scale(x[i], R(1) / nrm);
-      return;
+  int best = 0;
+  R best_cover = R(2);
+  for (int i = 0; i < rows; ++i) {
+    R cover = R(0);
+    for (int o = 0; o < nprev; ++o) cover += abs2(X[static_cast<long>(prev[o]) * rows + i]);
+    if (cover < best_cover) {
+      best_cover = cover;
+      best = i;
     }
   }
+  for (int i = 0; i < rows; ++i) x[i] = make_real<E>(i == best ? R(1) : R(0));
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int o = 0; o < nprev; ++o) {
+      const E* xo = X + static_cast<long>(prev[o]) * rows;
+      E d = make_real<E>(R(0));
+      for (int i = 0; i < rows; ++i) d = add(d, conj_mul(xo[i], x[i]));
+      for (int i = 0; i < rows; ++i) x[i] = sub(x[i], mul(d, xo[i]));
+    }
+  }
+  R nrm = R(0);
+  for (int i = 0; i < rows; ++i) nrm += abs2(x[i]);
+  nrm = std::sqrt(nrm);
+  for (int i = 0; i < rows; ++i) x[i] = divide(x[i], nrm);
 }
 
 }  // namespace convspectra

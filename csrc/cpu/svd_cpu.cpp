@@ -89,7 +89,7 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   for (int j = 0; j < cols; ++j) {
     R acc = R(0);
     for (int i = 0; i < rows; ++i) acc += abs2(X[size_t(j) * rows + i]);
-    w.sigma[j] = std::sqrt(acc);
+    w.sigma[j] = jacobi_singular_value(acc);
   }
   w.order.resize(cols);
   std::iota(w.order.begin(), w.order.end(), 0);

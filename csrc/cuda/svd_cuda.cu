@@ -170,8 +170,7 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
           beta = warp_sum(beta);
           gamma = warp_sum(gamma, static_cast<E*>(nullptr));
           const R gabs = cabs(gamma);
-          // Negated test: a NaN (impossible after the check above) never rotates.
-          if (alpha == R(0) || beta == R(0) || !(gabs > tol * sqrt(alpha) * sqrt(beta))) continue;
+          if (!jacobi_should_rotate(alpha, beta, gabs, tol)) continue;
           R c;
           E s;
           jacobi_rotation(alpha, beta, gamma, gabs, c, s);
@@ -202,7 +201,7 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
       R acc = R(0);
       for (int i = lane; i < rows; i += kWarp) acc += abs2(X[size_t(j) * rows + i]);
       acc = warp_sum(acc);
-      if (lane == 0) sigma[j] = sqrt(acc);
+      if (lane == 0) sigma[j] = jacobi_singular_value(acc);
     }
     __syncthreads();
     for (int j = tid; j < cols; j += blockDim.x) {
