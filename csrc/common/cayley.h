@@ -2,8 +2,8 @@
 // CUDA kernel splits the same loops over a block's threads.
 // For W = [U; V] (m x n, m >= n, U the top n x n block):
 //   A = U - U^H + V^H V,  M = (I + A)^{-1},  Q = [2 M - I; -2 V M].
-// The Hermitian part of I + A is I + V^H V, positive definite, so Gauss-Jordan
-// elimination needs no pivoting: every pivot has real part >= 1.
+// The Hermitian part of I + A is I + V^H V, positive definite, so I + A is
+// invertible for every W.
 #pragma once
 
 #include "common/complex_math.h"
@@ -24,21 +24,61 @@ CS_HD void cayley_system(const E* W, int m, int n, E* B) {
   }
 }
 
-// In-place inverse of the n x n row-major B by Gauss-Jordan without pivoting.
+// 1 / z without forming |z|^2 (which overflows for |z| above about 1e19 in
+// float32): conj(z) / |z| / |z|.
 template <typename E>
-CS_HD void invert_without_pivoting(E* B, int n, E* column) {
+CS_HD E reciprocal(E z) {
+  using R = real_t<E>;
+  const R a = cabs(z);
+  return divide(divide(conj(z), a), a);
+}
+
+// In-place inverse of the n x n row-major B by Gauss-Jordan with partial
+// (row) pivoting; column (n) and perm (n) are scratch. Why pivoting although
+// the Hermitian part of B is positive definite (every pivot is nonzero): with a
+// large skew part the unpivoted elimination grows like ||A||^2 and loses every
+// digit (NaN in float32 for entries of order 1e4); partial pivoting keeps it
+// as accurate as LAPACK's LU-based inverse. Eliminating the row-permuted P B
+// gives (P B)^{-1} = B^{-1} P^T, so the recorded swaps are undone on the
+// columns at the end, last one first.
+template <typename E>
+CS_HD void invert_with_pivoting(E* B, int n, E* column, int* perm) {
   using R = real_t<E>;
   for (int p = 0; p < n; ++p) {
+    int r = p;
+    R best = cabs(B[p * n + p]);
+    for (int i = p + 1; i < n; ++i) {
+      const R v = cabs(B[i * n + p]);
+      if (v > best) {
+        best = v;
+        r = i;
+      }
+    }
+    perm[p] = r;
+    if (r != p) {
+      for (int j = 0; j < n; ++j) {
+        const E t = B[p * n + j];
+        B[p * n + j] = B[r * n + j];
+        B[r * n + j] = t;
+      }
+    }
     for (int i = 0; i < n; ++i) column[i] = B[i * n + p];
-    const E piv = column[p];
-    const R d = abs2(piv);
-    const E inv = scale(conj(piv), R(1) / d);  // 1 / piv
+    const E inv = reciprocal(column[p]);
     for (int i = 0; i < n; ++i) B[i * n + p] = make_real<E>(i == p ? R(1) : R(0));
     for (int j = 0; j < n; ++j) B[p * n + j] = mul(B[p * n + j], inv);
     for (int i = 0; i < n; ++i) {
       if (i == p) continue;
       const E f = column[i];
       for (int j = 0; j < n; ++j) B[i * n + j] = sub(B[i * n + j], mul(f, B[p * n + j]));
+    }
+  }
+  for (int p = n - 1; p >= 0; --p) {
+    const int r = perm[p];
+    if (r == p) continue;
+    for (int i = 0; i < n; ++i) {
+      const E t = B[i * n + p];
+      B[i * n + p] = B[i * n + r];
+      B[i * n + r] = t;
     }
   }
 }

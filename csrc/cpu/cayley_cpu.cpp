@@ -1,5 +1,5 @@
 // CPU kernel of convspectra::cayley: per matrix, Gauss-Jordan inversion of
-// I + A without pivoting and the output blocks (common/cayley.h), with
+// I + A with partial pivoting and the output blocks (common/cayley.h), with
 // at::parallel_for over the batch, for every size. (Not LAPACK: after an
 // explicit torch.set_num_threads, MKL's batched complex64 LU in torch 2.13's
 // CPU build returned wrong inverses here -- "CLASWP parameter 6" errors.)
@@ -38,10 +38,11 @@ std::tuple<at::Tensor, at::Tensor> cayley_cpu(const at::Tensor& W_in) {
     E* mm = reinterpret_cast<E*>(M.mutable_data_ptr<scalar_t>());
     at::parallel_for(0, W.size(0), std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> column(n);
+      std::vector<int> perm(n);
       for (int64_t b = b0; b < b1; ++b) {
         E* Mb = mm + b * n * n;
         cayley_system(w + b * m * n, int(m), int(n), Mb);
-        invert_without_pivoting(Mb, int(n), column.data());
+        invert_with_pivoting(Mb, int(n), column.data(), perm.data());
         cayley_output(w + b * m * n, Mb, int(m), int(n), q + b * m * n);
       }
     });

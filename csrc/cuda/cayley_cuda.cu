@@ -1,7 +1,7 @@
 // Fused CUDA kernel of convspectra::cayley (m >= n): one block per matrix
-// forms I + A in shared memory, inverts it in place by Gauss-Jordan without
-// pivoting (its Hermitian part is positive definite) and writes Q = [2M - I;
-// -2 V M] and M directly: one launch instead of a solver call and products.
+// forms I + A in shared memory, inverts it in place by Gauss-Jordan with
+// partial pivoting (common/cayley.h says why) and writes Q = [2M - I; -2 V M]
+// and M directly: one launch instead of a solver call and products.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,7 +19,7 @@ constexpr int kThreads = 256;
 
 template <typename E>
 size_t shared_bytes(int n) {
-  return sizeof(E) * (size_t(n) * n + n);
+  return sizeof(E) * (size_t(n) * n + n) + sizeof(int) * (size_t(n) + 1);
 }
 
 template <typename E>
@@ -29,6 +29,7 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
   extern __shared__ __align__(16) unsigned char smem[];
   E* B = reinterpret_cast<E*>(smem);
   E* column = B + size_t(n) * n;
+  int* perm = reinterpret_cast<int*>(column + n);
   const int tid = threadIdx.x;
   for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
     const E* w = W + b * int64_t(m) * n;
@@ -42,10 +43,31 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
     }
     __syncthreads();
     for (int p = 0; p < n; ++p) {
+      if (tid == 0) {  // the pivot row: O(n) of the step's O(n^2) work
+        int r = p;
+        R best = cabs(B[p * n + p]);
+        for (int i = p + 1; i < n; ++i) {
+          const R v = cabs(B[i * n + p]);
+          if (v > best) {
+            best = v;
+            r = i;
+          }
+        }
+        perm[p] = r;
+      }
+      __syncthreads();
+      const int r = perm[p];
+      if (r != p) {
+        for (int j = tid; j < n; j += blockDim.x) {
+          const E t = B[p * n + j];
+          B[p * n + j] = B[r * n + j];
+          B[r * n + j] = t;
+        }
+        __syncthreads();
+      }
       for (int i = tid; i < n; i += blockDim.x) column[i] = B[i * n + p];
       __syncthreads();
-      const E piv = column[p];
-      const E inv = scale(conj(piv), R(1) / abs2(piv));
+      const E inv = reciprocal(column[p]);
       for (int i = tid; i < n; i += blockDim.x) B[i * n + p] = make_real<E>(i == p ? R(1) : R(0));
       __syncthreads();
       for (int j = tid; j < n; j += blockDim.x) B[p * n + j] = mul(B[p * n + j], inv);
@@ -53,6 +75,17 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
       for (int idx = tid; idx < n * n; idx += blockDim.x) {
         const int i = idx / n, j = idx % n;
         if (i != p) B[idx] = sub(B[idx], mul(column[i], B[p * n + j]));
+      }
+      __syncthreads();
+    }
+    // (P B)^{-1} = B^{-1} P^T: undo the swaps on the columns, last one first
+    for (int p = n - 1; p >= 0; --p) {
+      const int r = perm[p];
+      if (r == p) continue;  // uniform across the block: perm is shared
+      for (int i = tid; i < n; i += blockDim.x) {
+        const E t = B[i * n + p];
+        B[i * n + p] = B[i * n + r];
+        B[i * n + r] = t;
       }
       __syncthreads();
     }

@@ -40,9 +40,10 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     Tall (m > n): ``W = [U; V]``, ``A = U - U^H + V^H V``,
     ``Q = [(I + A)^{-1} (I - A); -2 V (I + A)^{-1}]``: orthonormal columns.
     Wide (m < n): the same on ``W^H``, transposed back: orthonormal rows.
-    One fused kernel per device (Gauss-Jordan without pivoting: the Hermitian
-    part of ``I + A`` is positive definite); the backward is its own op reusing
-    ``(I + A)^{-1}``.
+    One fused kernel per device (Gauss-Jordan with partial pivoting, as
+    accurate as ``torch.linalg.inv``; ``I + A`` is always invertible, its
+    Hermitian part being positive definite); the backward is its own op
+    reusing ``(I + A)^{-1}``.
     """
     _checks.check_matrices(W, "W")
     return _ops.cayley(W)
