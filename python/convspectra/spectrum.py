@@ -518,7 +518,9 @@ def spectral_norm(
     if steps > MAX_GRAM_STEPS:
         raise ValueError(f"steps must be <= {MAX_GRAM_STEPS}, got {steps}")
     if method in CHEAP_METHODS:
-        return _tap_bound(weight, method)
+        bound = _tap_bound(weight, method)
+        # NaN for NaN or Inf taps, as every other method (the Schur test alone would give Inf)
+        return torch.where(torch.isfinite(weight).all(), bound, float("nan"))
     if input_size is None:
         raise ValueError(f"input_size is required for method={method!r}")
     H, W = _checks.input_size_pair(input_size, weight)
@@ -598,6 +600,8 @@ def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
     def Tt(y, w):  # adjoint: conv_transpose of the valid conv, then crop the padding
         return torch.nn.functional.conv_transpose2d(y, w)[..., top : top + H, left : left + W]
 
+    if not bool(torch.isfinite(weight).all()):  # NaN like every other function, not an eigh error
+        return torch.full((), float("nan"), dtype=weight.dtype, device=weight.device) + 0 * weight.sum()
     with torch.no_grad():
         w = weight.detach()
         y = _circular_top_mode(w, H, W)
