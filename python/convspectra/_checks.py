@@ -89,3 +89,20 @@ def check_stride(stride, H: int, W: int) -> int:
     if H % s or W % s:
         raise ValueError(f"stride {s} must divide input_size ({H}, {W})")
     return s
+
+
+def int_in_range(v, name: str, low: int, high: int) -> int:
+    """An int with low <= v <= high."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    if v > high:
+        raise ValueError(f"{name} must be <= {high}, got {v}")
+    return int(v)
+
+
+def check_bool(v, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+    return v

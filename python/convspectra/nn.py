@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 
 import torch
@@ -130,7 +131,7 @@ class _OrthogonalConv2d(nn.Module):
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
         self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
         self.stride = _checks.positive_int(stride, "stride")
-        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if _checks.check_bool(bias, "bias") else None
         self._cache: dict = {}
 
     @property
@@ -153,10 +154,17 @@ class _OrthogonalConv2d(nn.Module):
             raise ValueError(f"x must be 4-D (batch, channels, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValueError(f"x must have non-zero H and W, got {tuple(x.shape[-2:])}")
         s = self.stride
         if x.shape[-2] % s or x.shape[-1] % s:
             raise ValueError(f"x's H and W must be divisible by the stride {s}, got {tuple(x.shape[-2:])}")
-        return nn.functional.pixel_unshuffle(x, s) if s > 1 else x
+        if s == 1:
+            return x
+        if x.shape[0] == 0:  # pixel_unshuffle returns an empty batch unchanged: the same reshape, spelt out
+            n, c, H, W = x.shape
+            return x.reshape(n, c, H // s, s, W // s, s).permute(0, 1, 3, 5, 2, 4).reshape(n, c * s * s, H // s, W // s)
+        return nn.functional.pixel_unshuffle(x, s)
 
     def _cached(self, key, compute):
         """compute(), or in eval mode without autograd its cached value for key."""
@@ -186,6 +194,12 @@ class CayleyConv2d(_OrthogonalConv2d):
     ``alpha`` is a trainable scale registered at construction. In eval mode the
     per-frequency matrices are cached per input size (computed without autograd)
     and dropped when a parameter changes or the module returns to train().
+    A batch of 0 images gives an empty output; H or W of 0 is an error.
+
+    Zero parameters: a zero ``weight`` (or ``alpha``) is the Cayley map of the
+    zero matrix, the identity on the first min(in * stride^2, out) channels
+    (zero padding or truncation of the others), with finite gradients (at a
+    zero weight the scale is ``alpha`` alone, not ``alpha / 0``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True):
@@ -198,17 +212,22 @@ class CayleyConv2d(_OrthogonalConv2d):
 
     def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         """Q on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
-        w = self.alpha * self.weight / self.weight.norm()
+        norm = self.weight.norm()
+        # a zero norm (a zero weight, or one whose square underflows) divides by 1: w is ~0 and finite
+        w = self.alpha * self.weight / torch.where(norm > 0, norm, torch.ones_like(norm))
         F = torch.fft.rfft2(w.to(dtype), s=(H, W)).permute(2, 3, 0, 1)
         return linalg.cayley(F.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare_input(x)
+        n = x.shape[0]
+        if n == 0:  # FFT backends reject an empty batch: one zero image, dropped from the output
+            x = torch.cat([x, x.new_zeros(1, *x.shape[1:])])
         H, W = x.shape[-2:]
         Q = self._cached((H, W, x.device, x.dtype), lambda: self._frequency_matrices(H, W, x.dtype))
         X = torch.fft.rfft2(x).permute(2, 3, 1, 0)  # (H, W//2+1, in, batch)
         y = torch.fft.irfft2((Q @ X).permute(3, 2, 0, 1), s=(H, W))
-        return self._add_bias(y)
+        return self._add_bias(y[:n])
 
 
 def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
@@ -222,7 +241,17 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
     The blocks are composed one at a time, each with two batched products over
     the taps (``Q K``, then ``P L``); the weight taps are the ``out x in``
     corner of ``K[p] O``. Differentiable.
+
+    An all-zero matrix has no orthogonal polar factor (Bjorck keeps it zero,
+    which would make the kernel zero): it is replaced by the identity, with
+    the gradient there. ``iters`` (0 to ``linalg.MAX_BJORCK_ITERS``) is the
+    number of Bjorck steps.
     """
+    return _bcop_kernel(matrices, out_channels, in_channels, iters)[0]
+
+
+def _bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int):
+    """bcop_kernel and the Bjorck-orthogonalised matrices."""
     _checks.check_tensor(matrices, "matrices")
     if matrices.dim() != 3 or matrices.shape[1] != matrices.shape[2] or matrices.shape[0] % 2 != 1:
         raise ValueError(f"matrices must have shape (2(k-1)+1, c, c), got {tuple(matrices.shape)}")
@@ -232,10 +261,13 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
     if max(out_channels, in_channels) != c:
         raise ValueError(f"matrices must be c x c with c = max(out_channels, in_channels) = "
                          f"{max(out_channels, in_channels)}, got c = {c}")
-    ortho = linalg.bjorck(matrices, iters)
+    iters = _checks.int_in_range(iters, "iters", 0, linalg.MAX_BJORCK_ITERS)
+    eye = torch.eye(c, dtype=matrices.dtype, device=matrices.device)
+    is_zero = (matrices == 0).flatten(1).all(1).to(matrices.dtype)  # on the device: no sync
+    ortho = linalg.bjorck(matrices + is_zero[:, None, None] * eye, iters)
     half = ortho[1:, :, : c // 2]
     proj = half @ half.mT  # (2(k-1), c, c)
-    K = torch.eye(c, dtype=matrices.dtype, device=matrices.device)[None, None]
+    K = eye[None, None]
     for t in range((matrices.shape[0] - 1) // 2):
         P, Q = proj[2 * t], proj[2 * t + 1]
         h, w = K.shape[:2]
@@ -246,7 +278,7 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
         zero_row = K.new_zeros(1, w + 1, c, c)
         K = torch.cat([PL, zero_row], 0) + torch.cat([zero_row, L - PL], 0)
     taps = K[:, :, :out_channels, :] @ ortho[0][:, :in_channels]
-    return taps.permute(2, 3, 0, 1)
+    return taps.permute(2, 3, 0, 1), ortho
 
 
 def _fold_kernel(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -288,12 +320,24 @@ class BCOPConv2d(_OrthogonalConv2d):
     Bjorck's convergence (``bjorck_iters`` steps). ``stride=s`` is pixel
     unshuffle followed by a stride-1 layer with kernel max(1, ceil(k/s)). In
     eval mode the kernel is cached and rebuilt when a parameter changes.
+    A batch of 0 images gives an empty output; H or W of 0 is an error.
+
+    Zero parameters: an all-zero matrix is replaced by the identity (see
+    ``bcop_kernel``), so a zero ``matrices`` gives an orthogonal layer, not a
+    zero map. Other rank-deficient (or, for ``bjorck_iters``, too
+    ill-conditioned) matrices cannot be orthogonalised: building the eval-mode
+    cache (eval, no autograd) checks the orthogonalised matrices and emits a
+    RuntimeWarning when they deviate from orthogonal by more than
+    ``ORTHOGONALITY_WARN_TOL``; training-mode forwards are not checked (no
+    device sync).
     """
+
+    ORTHOGONALITY_WARN_TOL = 1e-3
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, bias: bool = True,
                  bjorck_iters: int = 20):
         super().__init__(in_channels, out_channels, kernel_size, stride, bias)
-        self.bjorck_iters = _checks.positive_int(bjorck_iters, "bjorck_iters")
+        self.bjorck_iters = _checks.int_in_range(bjorck_iters, "bjorck_iters", 1, linalg.MAX_BJORCK_ITERS)
         c_in, k = self._unshuffled
         c = max(c_in, self.out_channels)
         self.matrices = nn.Parameter(torch.empty(2 * (k - 1) + 1, c, c))
@@ -305,7 +349,19 @@ class BCOPConv2d(_OrthogonalConv2d):
         """The orthogonal conv2d kernel (out, in * stride^2, k', k')."""
         return bcop_kernel(self.matrices, self.out_channels, self._unshuffled[0], self.bjorck_iters)
 
+    def _eval_weight(self) -> torch.Tensor:
+        """The kernel, and when it is built for the eval cache, a check of the orthogonalised matrices."""
+        weight, ortho = _bcop_kernel(self.matrices, self.out_channels, self._unshuffled[0], self.bjorck_iters)
+        if not (self.training or torch.is_grad_enabled()):
+            eye = torch.eye(ortho.shape[-1], dtype=ortho.dtype, device=ortho.device)
+            err = float((ortho.mT @ ortho - eye).abs().max())
+            if not err <= self.ORTHOGONALITY_WARN_TOL:
+                warnings.warn(f"BCOPConv2d: the orthogonalised matrices deviate from orthogonal by {err:.3g} "
+                              f"(a rank-deficient matrix in `matrices`, or too few bjorck_iters="
+                              f"{self.bjorck_iters}); the layer is not orthogonal", RuntimeWarning, stacklevel=3)
+        return weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare_input(x)
-        weight = self._cached((x.device,), lambda: self.weight)
+        weight = self._cached((x.device,), self._eval_weight)
         return self._add_bias(circular_conv2d(x, weight.to(x.dtype)))
