@@ -72,12 +72,24 @@ def _row_chunks(n_rows: int, per_row: int):
     return [(u0, min(n_rows, u0 + rows)) for u0 in range(0, n_rows, rows)]
 
 
+def _column_blocks(n_cols: int, weight_shape) -> list[tuple[int, int]]:
+    """Blocks of columns whose transform (kh, v1 - v0, c_out, c_in) holds at
+    most CHUNK_ELEMENTS (at least one column): the transform of every column
+    at once is kh * n_cols * c_out * c_in elements (2.8 GB for a
+    1024 x 1024 x 3 x 3 kernel at 224)."""
+    c_out, c_in, kh = weight_shape[:3]
+    cols = max(1, min(n_cols, CHUNK_ELEMENTS // max(1, kh * c_out * c_in)))
+    return [(v0, min(n_cols, v0 + cols)) for v0 in range(0, n_cols, cols)]
+
+
 def _grid_symbols(weight: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor):
-    """Yields (u0, u1, F) for chunks of rows of the symbol on the grid
-    row_angles x col_angles, F of shape (u1 - u0, n_cols, c_out, c_in)."""
-    cols, _ = _grid_columns(weight, col_angles)
-    for u0, u1 in _row_chunks(row_angles.numel(), cols[0].numel()):
-        yield u0, u1, _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype))
+    """Yields (u0, u1, v0, v1, F, Ev) for blocks of the symbol on the grid
+    row_angles x col_angles, F of shape (u1 - u0, v1 - v0, c_out, c_in) and at
+    most CHUNK_ELEMENTS (or one frequency), Ev the column phases (v1 - v0, kw)."""
+    for v0, v1 in _column_blocks(col_angles.numel(), weight.shape):
+        cols, Ev = _grid_columns(weight, col_angles[v0:v1])
+        for u0, u1 in _row_chunks(row_angles.numel(), cols[0].numel()):
+            yield u0, u1, v0, v1, _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype)), Ev
 
 
 class _GridSpectrum(torch.autograd.Function):
@@ -547,7 +559,9 @@ def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
     half grid, without autograd."""
     with torch.no_grad():
         rows, cols = _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1)
-        best = torch.cat([per_matrix(F) for _, _, F in _grid_symbols(weight, rows, cols)], 0)
+        best = torch.empty(rows.numel(), cols.numel(), dtype=weight.dtype, device=weight.device)
+        for u0, u1, v0, v1, F, _ in _grid_symbols(weight, rows, cols):
+            best[u0:u1, v0:v1] = per_matrix(F)
         flat = best.flatten().argmax()
     u, v = flat // cols.numel(), flat % cols.numel()
     return u.double() * (2 * math.pi / H), v.double() * (2 * math.pi / W)
@@ -689,23 +703,25 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
         w = weight.detach()
         c_out, c_in, kh, kw = w.shape
         rows, col_angles = _dft_angles(H, w.device), _dft_angles(W, w.device, W // 2 + 1)
-        Ev = _phases(col_angles, kw, _complex_dtype(w.dtype))
-        wh = col_angles.numel()
-        acc = None  # (kh, wh*c_out*c_in)
+        # inverse DFT over v for taps t < kw; columns 0 < v < W/2 stand for v and W - v
+        mult = torch.ones(col_angles.numel(), dtype=w.dtype, device=w.device)
+        mult[1 : (W - 1) // 2 + 1] = 2
+        delta = torch.zeros(c_out, c_in, kh, kw, dtype=_complex_dtype(w.dtype), device=w.device)
         before = torch.zeros((), dtype=w.dtype, device=w.device)
-        for u0, u1, F in _grid_symbols(w, rows, col_angles):
+        acc = None  # the inverse DFT over u of the change, (kh, (v1 - v0) * c_out * c_in), per column block
+        for u0, u1, v0, v1, F, Ev in _grid_symbols(w, rows, col_angles):
             U, S, Vh = _ops.svd(F)
             before = torch.maximum(before, S.max())
             # what the projection changes: exactly zero where no value exceeds max_value
             change = _ops._scale_columns(U, S.clamp(max=max_value) - S) @ Vh
             part = _phases(rows[u0:u1], kh, F.dtype).T.conj() @ change.flatten(1)  # inverse DFT over u, s < kh
             acc = part if acc is None else acc.add_(part)
+            if u1 == rows.numel():  # the column block is complete: its share of the inverse DFT over v
+                delta += torch.einsum("svoi,vt->oist", acc.view(kh, v1 - v0, c_out, c_in) * mult[v0:v1, None, None],
+                                      Ev.conj())
+                acc = None
         norms = {"before": before, "projected": torch.clamp(before, max=max_value)}
-        # inverse DFT over v for taps t < kw; columns 0 < v < W/2 stand for v and W - v
-        mult = torch.ones(wh, dtype=w.dtype, device=w.device)
-        mult[1 : (W - 1) // 2 + 1] = 2
-        acc = acc.view(kh, wh, c_out, c_in) * mult[None, :, None, None]
-        out = w + (torch.einsum("svoi,vt->oist", acc, Ev.conj()).real / (H * W)).to(w.dtype)
+        out = w + (delta.real / (H * W)).to(w.dtype)
         if return_norms:
             norms["after_crop"] = spectral_norm(out, (H, W))
             return out, norms
