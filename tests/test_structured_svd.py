@@ -88,3 +88,15 @@ def test_issue_examples():
     ref = torch.linalg.svdvals(A.double())
     assert bool(torch.isfinite(S).all())
     assert float((S.double() - ref).abs().max()) <= 1e-6 * float(ref[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_tall_columns_keep_the_dtype_accuracy(device, dtype):
+    """Column norms and inner products over 2^18 rows are summed in double: a
+    float32 sum would be off by about rows * eps (the spectrum of a layer with
+    many output channels and few inputs)."""
+    A = torch.randn(2, 1 << 18, 3, dtype=dtype, device=device)
+    ref = torch.linalg.svdvals(A.cpu().to(torch.complex128 if dtype.is_complex else torch.float64))
+    S = cs.linalg.svdvals(A).cpu().double()
+    assert float(((S - ref).abs() / ref[..., :1]).max()) < 16 * eps(dtype)

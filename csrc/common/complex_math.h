@@ -69,6 +69,21 @@ template <typename T> CS_HD Complex<T> add(Complex<T> a, Complex<T> b) { return 
 template <typename T> CS_HD Complex<T> sub(Complex<T> a, Complex<T> b) { return {a.re - b.re, a.im - b.im}; }
 template <typename T> CS_HD bool is_finite(Complex<T> x) { return std::isfinite(x.re) && std::isfinite(x.im); }
 
+// --- double-precision accumulation ----------------------------------------
+// Sums of many float32 products (norms and inner products of tall columns)
+// lose accuracy like rows * eps; summed in double they stay at eps.
+template <typename E> struct WideTraits { using type = double; };
+template <typename T> struct WideTraits<Complex<T>> { using type = Complex<double>; };
+template <typename E>
+using wide_t = typename WideTraits<E>::type;
+CS_HD double widen(float x) { return x; }
+CS_HD double widen(double x) { return x; }
+template <typename T> CS_HD Complex<double> widen(Complex<T> x) { return {double(x.re), double(x.im)}; }
+template <typename E> CS_HD E narrow(double x) { return E(x); }
+template <typename E> CS_HD E narrow(Complex<double> x) {
+  return {static_cast<real_t<E>>(x.re), static_cast<real_t<E>>(x.im)};
+}
+
 // zero / real-valued constants of element type E
 template <typename E> CS_HD E make_real(real_t<E> x) { return from_real(x, static_cast<E*>(nullptr)); }
 

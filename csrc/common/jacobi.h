@@ -76,6 +76,14 @@ CS_HD real_t<E> jacobi_rotation(real_t<E> alpha, real_t<E> beta, E gamma, real_t
   return t;
 }
 
+// ||x||^2 of a contiguous column, summed in double precision (wide_t).
+template <typename E>
+CS_HD real_t<E> column_norm2(const E* x, int len) {
+  double acc = 0.0;
+  for (int i = 0; i < len; ++i) acc += abs2(widen(x[i]));
+  return static_cast<real_t<E>>(acc);
+}
+
 // Applies the rotation above to two contiguous vectors of length len.
 template <typename E>
 CS_HD void apply_jacobi_rotation(E* __restrict__ x, E* __restrict__ y, int len, real_t<E> c, E s) {
@@ -100,12 +108,7 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
   while (sweep < max_sweeps) {
     ++sweep;
     // Recompute the norms every sweep so the cheap in-sweep updates cannot drift.
-    for (int j = 0; j < cols; ++j) {
-      const E* xj = X + static_cast<long>(j) * rows;
-      R acc = R(0);
-      for (int i = 0; i < rows; ++i) acc += abs2(xj[i]);
-      norm2[j] = acc;
-    }
+    for (int j = 0; j < cols; ++j) norm2[j] = column_norm2(X + static_cast<long>(j) * rows, rows);
     bool rotated = false;
     for (int p = 0; p + 1 < cols; ++p) {
       E* xp = X + static_cast<long>(p) * rows;
@@ -114,8 +117,9 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
         const R beta = norm2[q];
         if (alpha < jacobi_floor<R>() || beta < jacobi_floor<R>()) continue;
         E* xq = X + static_cast<long>(q) * rows;
-        E gamma = make_real<E>(R(0));
-        for (int i = 0; i < rows; ++i) gamma = add(gamma, conj_mul(xp[i], xq[i]));
+        wide_t<E> acc = make_real<wide_t<E>>(0.0);
+        for (int i = 0; i < rows; ++i) acc = add(acc, conj_mul(widen(xp[i]), widen(xq[i])));
+        const E gamma = narrow<E>(acc);
         if (!jacobi_should_rotate(alpha, beta, cabs(gamma), tol)) continue;
         const R gabs = cabs(gamma);
         R c;

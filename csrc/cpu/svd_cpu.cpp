@@ -86,11 +86,7 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   one_sided_jacobi(X, rows, cols, V, w.norm2.data(), kMaxJacobiSweeps);
 
   w.sigma.resize(cols);
-  for (int j = 0; j < cols; ++j) {
-    R acc = R(0);
-    for (int i = 0; i < rows; ++i) acc += abs2(X[size_t(j) * rows + i]);
-    w.sigma[j] = jacobi_singular_value(acc);
-  }
+  for (int j = 0; j < cols; ++j) w.sigma[j] = jacobi_singular_value(column_norm2(X + size_t(j) * rows, rows));
   w.order.resize(cols);
   std::iota(w.order.begin(), w.order.end(), 0);
   std::stable_sort(w.order.begin(), w.order.end(), [&](int a, int b) { return w.sigma[a] > w.sigma[b]; });

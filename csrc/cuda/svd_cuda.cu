@@ -159,16 +159,17 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
           if (q >= cols) continue;  // paired with the dummy column
           E* xp = X + size_t(p) * rows;
           E* xq = X + size_t(q) * rows;
-          R alpha = R(0), beta = R(0);
-          E gamma = make_real<E>(R(0));
+          // sums in double (wide_t): float32 sums over tall columns lose accuracy like rows * eps
+          double walpha = 0.0, wbeta = 0.0;
+          wide_t<E> wgamma = make_real<wide_t<E>>(0.0);
           for (int i = lane; i < rows; i += kWarp) {
-            alpha += abs2(xp[i]);
-            beta += abs2(xq[i]);
-            gamma = add(gamma, conj_mul(xp[i], xq[i]));
+            const wide_t<E> xi = widen(xp[i]), yi = widen(xq[i]);
+            walpha += abs2(xi);
+            wbeta += abs2(yi);
+            wgamma = add(wgamma, conj_mul(xi, yi));
           }
-          alpha = warp_sum(alpha);
-          beta = warp_sum(beta);
-          gamma = warp_sum(gamma, static_cast<E*>(nullptr));
+          const R alpha = R(warp_sum(walpha)), beta = R(warp_sum(wbeta));
+          const E gamma = narrow<E>(warp_sum(wgamma, static_cast<wide_t<E>*>(nullptr)));
           const R gabs = cabs(gamma);
           if (!jacobi_should_rotate(alpha, beta, gabs, tol)) continue;
           R c;
@@ -198,10 +199,10 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
 
     // 4. sigma_j = ||x_j||, then the descending order by ranking.
     for (int j = warp; j < cols; j += nwarps) {
-      R acc = R(0);
-      for (int i = lane; i < rows; i += kWarp) acc += abs2(X[size_t(j) * rows + i]);
+      double acc = 0.0;
+      for (int i = lane; i < rows; i += kWarp) acc += abs2(widen(X[size_t(j) * rows + i]));
       acc = warp_sum(acc);
-      if (lane == 0) sigma[j] = jacobi_singular_value(acc);
+      if (lane == 0) sigma[j] = jacobi_singular_value(R(acc));
     }
     __syncthreads();
     for (int j = tid; j < cols; j += blockDim.x) {
