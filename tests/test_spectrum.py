@@ -61,10 +61,10 @@ def test_symbol_is_fft2_of_the_kernel(device):
     S = cs.symbol(weight, (5, 6))
     assert S.shape == (5, 6, 3, 4)
     assert torch.equal(S, torch.fft.fft2(weight, s=(5, 6)).permute(2, 3, 0, 1))
-    # the half-grid chunks used by singular_values evaluate the same symbol
+    # the half-grid blocks used by singular_values evaluate the same symbol
     rows, cols = spectrum._dft_angles(5, device), spectrum._dft_angles(6, device, 4)
-    chunks = list(spectrum._grid_symbols(weight, rows, cols))
-    assert rel_err(torch.cat([F for _, _, F in chunks]), S[:, :4]) < 1e-14
+    for u0, u1, v0, v1, F, _, _ in spectrum._grid_symbols(weight, rows, cols):
+        assert rel_err(F, S[u0:u1, v0:v1]) < 1e-14
     # F is the transfer function of the circular *convolution* with the taps:
     # ifft2(F(w) fft2(x)) equals conv2d (a correlation) with the flipped kernel.
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, device=device)
@@ -97,9 +97,10 @@ def test_chunked_path_matches_and_is_bounded(device, keep_vectors, monkeypatch):
     monkeypatch.setattr(spectrum._ops, "svdvals", spy(real_svdvals))
     monkeypatch.setattr(spectrum._ops, "svd", spy(real_svd))
     chunked = cs.singular_values(weight, (9, 8))
+    forward = len(seen)
     (g_chunked,) = torch.autograd.grad((chunked * probe).sum(), weight)
-    # 9 solves forward; the backward solves again only when nothing was kept
-    assert len(seen) == (9 if keep_vectors else 18) and max(seen) <= limit
+    # at least 9 blocks forward (a row each at most); the backward solves again only when nothing was kept
+    assert forward >= 9 and len(seen) == (forward if keep_vectors else 2 * forward) and max(seen) <= limit
     assert rel_err(chunked, full) < 1e-14
     assert rel_err(g_chunked, g_full) < 1e-12
 

@@ -2,9 +2,12 @@
 functions, and falls back to plain PyTorch when the library is unavailable.
 
 Every op of ``csrc/ops.cpp`` gets here: a ``register_fake`` (so torch.compile
-can trace it) and a ``register_autograd``. The thin functions at the bottom are
-what the rest of the package calls: they use the compiled op when it can run on
-the tensor's device and the reference otherwise.
+can trace it), a ``register_autograd`` and a ``register_vmap``. In eager mode
+the package calls the ops through autograd.Functions that add what
+``register_autograd`` cannot: forward-mode AD, torch.func transforms, and
+backward passes that are themselves differentiable (double backward). The thin
+functions at the bottom are what the rest of the package calls: they use the
+compiled op when it can run on the tensor's device and the reference otherwise.
 """
 
 from __future__ import annotations
@@ -69,6 +72,15 @@ def _scale_columns(U: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return U * g.unsqueeze(-2).to(U.dtype)
 
 
+def _inverse_gaps(S: torch.Tensor) -> torch.Tensor:
+    """F_ij = 1 / (s_j^2 - s_i^2), 0 on the diagonal (out of place: the
+    backward itself may be differentiated)."""
+    S2 = S * S
+    diag = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
+    gaps = S2.unsqueeze(-2) - S2.unsqueeze(-1)  # s_j^2 - s_i^2 at [i, j]
+    return torch.where(diag, 0.0, 1.0 / torch.where(diag, 1.0, gaps))
+
+
 def svd_backward(U, S, Vh, gU, gS, gVh):
     """Gradient of the reduced SVD A = U diag(S) Vh (real or complex).
 
@@ -85,11 +97,7 @@ def svd_backward(U, S, Vh, gU, gS, gVh):
     m, n = U.shape[-2], Vh.shape[-1]
     V = Vh.mH
     Sc = S.to(U.dtype)
-    S2 = S * S
-    Fm = S2.unsqueeze(-2) - S2.unsqueeze(-1)  # s_j^2 - s_i^2 at [i, j]
-    Fm.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-    Fm = (1.0 / Fm).to(U.dtype)
-    Fm.diagonal(dim1=-2, dim2=-1).zero_()
+    Fm = _inverse_gaps(S).to(U.dtype)
     gP = torch.zeros(U.shape[:-2] + (S.shape[-1], S.shape[-1]), dtype=U.dtype, device=U.device)
     if gS is not None:
         gP = gP + torch.diag_embed(gS.to(U.dtype))
@@ -142,6 +150,128 @@ def gram_bound_gradient(A: torch.Tensor, bound: torch.Tensor, steps: int) -> tor
     g = (X if power is None else X @ power) / trace[..., None, None].to(A.dtype)
     g = torch.where((bound > 0)[..., None, None], g, torch.zeros_like(g))
     return g.mH if wide else g
+
+
+def svd_jvp(U, S, Vh, dA):
+    """Tangents (dU, dS, dVh) of the reduced SVD A = U diag(S) Vh along dA.
+
+    With dP = U^H dA V: dS = Re diag(dP); U^H dU = F o (dP S + S dP^H) and
+    V^H dV = F o (S dP + dP^H S) off the diagonal (F as in svd_backward), for
+    complex inputs the phase gauge i Im(dP_jj) / (2 s_j) split between the two
+    diagonals; plus (I - U U^H) dA V S^-1 and (I - V V^H) dA^H U S^-1 when the
+    matrix is not square.
+    """
+    m, n, k = U.shape[-2], Vh.shape[-1], S.shape[-1]
+    V = Vh.mH
+    dAV = dA @ V
+    dP = U.mH @ dAV
+    dS = dP.diagonal(dim1=-2, dim2=-1).real
+    Sc = S.to(U.dtype)
+    Fm = _inverse_gaps(S).to(U.dtype)
+    dX = Fm * (dP * Sc.unsqueeze(-2) + Sc.unsqueeze(-1) * dP.mH)
+    dY = Fm * (Sc.unsqueeze(-1) * dP + dP.mH * Sc.unsqueeze(-2))
+    if U.is_complex():
+        phase = torch.diag_embed(1j * dP.diagonal(dim1=-2, dim2=-1).imag / (2 * S))
+        dX, dY = dX + phase, dY - phase
+    dU, dV = U @ dX, V @ dY
+    Sinv = (1.0 / S).to(U.dtype).unsqueeze(-2)
+    if m > k:
+        dU = dU + (dAV - U @ dP) * Sinv
+    if n > k:
+        dV = dV + (dA.mH @ U - V @ dP.mH) * Sinv
+    return dU, dS, dV.mH
+
+
+def _cayley_parts(W: torch.Tensor):
+    """For m >= n: V (the rows below the top n x n block U) and
+    M = (I + A)^{-1}, A = U - U^H + V^H V, in differentiable torch ops."""
+    n = W.shape[-1]
+    U, V = W[..., :n, :], W[..., n:, :]
+    A = U - U.mH + V.mH @ V
+    M = torch.linalg.inv(torch.eye(n, dtype=W.dtype, device=W.device) + A)
+    return V, M
+
+
+def cayley_vjp(W: torch.Tensor, gQ: torch.Tensor) -> torch.Tensor:
+    """The Cayley map's vector-Jacobian product in differentiable torch ops
+    (what convspectra::cayley_backward computes in one kernel). For m >= n,
+    Q = [2 M - I; -2 V M]: gM = 2 (gQ_top - V^H gQ_bot), gA = -M^H gM M^H,
+    gU = gA - gA^H, gV = V (gA + gA^H) - 2 gQ_bot M^H; wide W through W^H."""
+    m, n = W.shape[-2:]
+    if m < n:
+        return cayley_vjp(W.mH, gQ.mH).mH
+    V, M = _cayley_parts(W)
+    g_top, g_bot = gQ[..., :n, :], gQ[..., n:, :]
+    gA = -(M.mH @ (2 * (g_top - V.mH @ g_bot)) @ M.mH)
+    return torch.cat([gA - gA.mH, V @ (gA + gA.mH) - 2 * g_bot @ M.mH], -2)
+
+
+def cayley_jvp(W: torch.Tensor, dW: torch.Tensor) -> torch.Tensor:
+    """The Cayley map's tangent: dM = -M dA M, dQ = [2 dM; -2 (dV M + V dM)]."""
+    m, n = W.shape[-2:]
+    if m < n:
+        return cayley_jvp(W.mH, dW.mH).mH
+    V, M = _cayley_parts(W)
+    dU, dV = dW[..., :n, :], dW[..., n:, :]
+    dM = -(M @ (dU - dU.mH + dV.mH @ V + V.mH @ dV) @ M)
+    return torch.cat([2 * dM, -2 * (dV @ M + V @ dM)], -2)
+
+
+def bjorck_vjp(X: torch.Tensor, grad: torch.Tensor, iters: int) -> torch.Tensor:
+    """The Bjorck steps' vector-Jacobian product in differentiable torch ops
+    (what convspectra::bjorck_backward computes in one kernel): through
+    Y' = 1.5 Y - 0.5 Y Y^H Y, G <- 1.5 G - 0.5 (G Y^H Y + Y G^H Y + Y Y^H G),
+    iterates kept; a wide X through X^H (the smaller Gram matrix)."""
+    if X.shape[-2] < X.shape[-1]:
+        return bjorck_vjp(X.mH, grad.mH, iters).mH
+    iterates, Y = [], X
+    for _ in range(iters):
+        iterates.append(Y)
+        Y = 1.5 * Y - 0.5 * Y @ (Y.mH @ Y)
+    G = grad
+    for Y in reversed(iterates):
+        G = 1.5 * G - 0.5 * (G @ (Y.mH @ Y) + Y @ (G.mH @ Y) + Y @ (Y.mH @ G))
+    return G
+
+
+def bjorck_jvp(X: torch.Tensor, dX: torch.Tensor, iters: int) -> torch.Tensor:
+    """The Bjorck steps' tangent, carried through the same iteration."""
+    if X.shape[-2] < X.shape[-1]:
+        return bjorck_jvp(X.mH, dX.mH, iters).mH
+    Y, dY = X, dX
+    for _ in range(iters):
+        B = Y.mH @ Y
+        Y, dY = 1.5 * Y - 0.5 * Y @ B, 1.5 * dY - 0.5 * (dY @ B + Y @ (dY.mH @ Y + Y.mH @ dY))
+    return dY
+
+
+def differentiating_backward() -> bool:
+    """Whether a backward running now is itself recorded (create_graph=True,
+    or under a torch.func transform): it then computes with differentiable
+    torch ops (and the autograd-aware wrappers below) instead of the fused
+    backward kernels, which autograd cannot see through. Never while
+    torch.compile traces: it keeps the fused kernels and supports no double
+    backward anyway."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+try:
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters as _functorch_interpreters
+    from torch._C._functorch import TransformType as _TransformType
+except ImportError:  # a torch without these internals: nothing to detect
+    _functorch_interpreters = None
+
+
+def check_forward_level(name: str) -> None:
+    """Raises in a jvp rule under nested forward-mode transforms
+    (torch.func.jacfwd(torch.func.jacfwd(f))): torch.func does not show the
+    outer level what an autograd.Function's jvp computes, so the result would
+    be silently wrong. Forward over reverse (torch.func.hessian) is fine."""
+    if _functorch_interpreters is None:
+        return
+    if sum(i.key() == _TransformType.Jvp for i in _functorch_interpreters()) > 1:
+        raise RuntimeError(f"{name}: nested forward-mode AD (e.g. jacfwd(jacfwd(f))) is not supported; "
+                           "use torch.func.hessian (forward over reverse) or jacrev(jacrev(f))")
 
 
 if COMPILED:
@@ -220,6 +350,8 @@ if COMPILED:
 
     def _cayley_backward(ctx, grad_Q, grad_M):
         W, M = ctx.saved_tensors
+        if differentiating_backward():
+            return cayley_vjp(W, grad_Q)
         return torch.ops.convspectra.cayley_backward(grad_Q, W, M)
 
     torch.library.register_autograd("convspectra::cayley", _cayley_backward, setup_context=_cayley_setup_context)
@@ -238,22 +370,272 @@ if COMPILED:
 
     def _bjorck_backward(ctx, grad):
         (X,) = ctx.saved_tensors
+        if differentiating_backward():
+            return bjorck_vjp(X, grad, ctx.iters), None
         return torch.ops.convspectra.bjorck_backward(grad, X, ctx.iters), None
 
     torch.library.register_autograd("convspectra::bjorck", _bjorck_backward, setup_context=_bjorck_setup_context)
+
+    def _batch_rule(name: str, n_outputs: int):
+        """A vmap rule for an op batched over leading dims: the vmapped dim
+        moves to the front (unbatched tensor arguments are expanded), one call."""
+        op = getattr(torch.ops.convspectra, name)
+
+        def rule(info, in_dims, *args):
+            args = [
+                (a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape))
+                if isinstance(a, torch.Tensor) else a
+                for a, d in zip(args, in_dims)
+            ]
+            return op(*args), ((0,) * n_outputs if n_outputs > 1 else 0)
+
+        torch.library.register_vmap(f"convspectra::{name}", rule)
+
+    for _name, _n in (("svdvals", 1), ("svd", 3), ("gram_bound", 1), ("cayley", 2), ("cayley_backward", 1),
+                      ("bjorck", 1), ("bjorck_backward", 1)):
+        _batch_rule(_name, _n)
+
+
+# What the package calls in eager mode: autograd.Functions around the ops with
+# every rule torch.func needs (setup_context, a jvp, vmap through the ops'
+# batching rules), and backward passes that are themselves differentiable when
+# recorded (differentiating_backward). torch.compile traces the ops instead
+# (Dynamo cannot trace a custom jvp; the ops' registered autograd is the same).
+
+
+class _SVD(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A):
+        return torch.ops.convspectra.svd(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # see _svd_setup_context
+        ctx.save_for_backward(*output)
+        ctx.save_for_forward(*output)
+
+    @staticmethod
+    def backward(ctx, gU, gS, gVh):
+        # plain torch ops on the saved factors: differentiated, they lead back here
+        return svd_backward(*ctx.saved_tensors, gU, gS, gVh)
+
+    @staticmethod
+    def jvp(ctx, dA):
+        check_forward_level("convspectra.linalg.svd")
+        return svd_jvp(*ctx.saved_tensors, dA)
+
+
+class _SVDVals(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A):
+        return torch.ops.convspectra.svdvals(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, gS):
+        (A,) = ctx.saved_tensors
+        U, _, Vh = _SVD.apply(A) if differentiating_backward() else torch.ops.convspectra.svd(A)
+        return _scale_columns(U, gS) @ Vh
+
+    @staticmethod
+    def jvp(ctx, dA):
+        check_forward_level("convspectra.linalg.svdvals")
+        (A,) = ctx.saved_tensors
+        U, _, Vh = _SVD.apply(A)
+        return (U.mH @ dA @ Vh.mH).diagonal(dim1=-2, dim2=-1).real
+
+
+class _GramBound(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A, steps):
+        return torch.ops.convspectra.gram_bound(A, steps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.steps = inputs[1]
+        ctx.save_for_backward(inputs[0], output)
+        ctx.save_for_forward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        A, bound = ctx.saved_tensors  # differentiable: the bound leads back here
+        return gram_bound_gradient(A, bound, ctx.steps) * grad[..., None, None].to(A.dtype), None
+
+    @staticmethod
+    def jvp(ctx, dA, _):
+        check_forward_level("convspectra (Gram-iteration bound)")
+        A, bound = ctx.saved_tensors
+        return (gram_bound_gradient(A, bound, ctx.steps).conj() * dA).sum((-2, -1)).real
+
+
+class _Cayley(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(W):
+        return torch.ops.convspectra.cayley(W)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(inputs[0], output[1])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad_Q, _):
+        W, M = ctx.saved_tensors
+        if differentiating_backward():
+            return cayley_vjp(W, grad_Q)
+        return torch.ops.convspectra.cayley_backward(grad_Q, W, M)
+
+    @staticmethod
+    def jvp(ctx, dW):
+        check_forward_level("convspectra.linalg.cayley")
+        (W,) = ctx.saved_tensors
+        return cayley_jvp(W, dW), None
+
+
+class _Bjorck(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(X, iters):
+        return torch.ops.convspectra.bjorck(X, iters)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.iters = inputs[1]
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (X,) = ctx.saved_tensors
+        if differentiating_backward():
+            return bjorck_vjp(X, grad, ctx.iters), None
+        return torch.ops.convspectra.bjorck_backward(grad, X, ctx.iters), None
+
+    @staticmethod
+    def jvp(ctx, dX, _):
+        check_forward_level("convspectra.linalg.bjorck")
+        (X,) = ctx.saved_tensors
+        return bjorck_jvp(X, dX, ctx.iters)
+
+
+def _apply(function, op, *args):
+    """function.apply in eager mode, the op itself while torch.compile traces."""
+    return op(*args) if torch.compiler.is_compiling() else function.apply(*args)
+
+
+class _Refused(torch.autograd.Function):
+    """Identity on a gradient that must not be differentiated again: its
+    backward and jvp raise."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad, name):
+        return grad.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.name = inputs[1]
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(f"{ctx.name}: double backward is not supported; its gradient is exact to first order "
+                           "only (a vector found without autograd is held fixed)")
+
+    @staticmethod
+    def jvp(ctx, *_):
+        _Refused.backward(ctx, None)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity whose gradient, when the backward is recorded, comes out
+    through _Refused."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, name):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.name = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_Refused.apply(grad, ctx.name) if differentiating_backward() else grad), None
+
+    @staticmethod
+    def jvp(ctx, dx, _):
+        return dx
+
+
+class _NotDifferentiable(torch.autograd.Function):
+    """out, connected to source so that any derivative through it raises
+    (instead of autograd or torch.func silently treating it as a constant)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(out, source, name):
+        return out.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.name = inputs[2]
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(f"{ctx.name} is not differentiable (a projection step, meant for use between "
+                           "optimiser steps under torch.no_grad())")
+
+    @staticmethod
+    def jvp(ctx, *_):
+        _NotDifferentiable.backward(ctx, None)
+
+
+def not_differentiable(out: torch.Tensor, source: torch.Tensor, name: str) -> torch.Tensor:
+    """out, computed from source without autograd; a derivative of it raises."""
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return out
+    return _NotDifferentiable.apply(out, source, name)
+
+
+def first_order_only(x: torch.Tensor, name: str) -> torch.Tensor:
+    """x, for a result whose autograd graph gives the right gradient but not
+    the right second derivative (e.g. a norm ||T(w) y|| with its singular
+    vector y found without autograd): a second differentiation through x
+    (double backward, torch.func.hessian) raises instead of returning a
+    wrong Hessian. First-order reverse and forward mode are unchanged; under
+    torch.compile (no double backward there) x itself."""
+    return x if torch.compiler.is_compiling() else _FirstOrderOnly.apply(x, name)
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Batched singular values through the fused op (reference if unavailable)."""
     if _compiled_for(A):
-        return torch.ops.convspectra.svdvals(A)
+        return _apply(_SVDVals, torch.ops.convspectra.svdvals, A)
     return torch.linalg.svdvals(A)
 
 
 def cayley(W: torch.Tensor) -> torch.Tensor:
     """Batched Cayley map through the fused op (reference if unavailable)."""
     if _compiled_for(W):
-        return torch.ops.convspectra.cayley(W)[0]
+        return _apply(_Cayley, torch.ops.convspectra.cayley, W)[0]
     return reference.cayley(W)
 
 
@@ -263,18 +645,18 @@ def bjorck(W: torch.Tensor, iters: int) -> torch.Tensor:
         return reference.bjorck(W, iters)
     tiny = torch.finfo(W.real.dtype).tiny
     scale = gram_bound(W, reference.BJORCK_PRESCALE_STEPS).clamp_min(tiny)
-    return torch.ops.convspectra.bjorck(W / scale[..., None, None], iters)
+    return _apply(_Bjorck, torch.ops.convspectra.bjorck, W / scale[..., None, None], iters)
 
 
 def gram_bound(A: torch.Tensor, steps: int) -> torch.Tensor:
     """Per-matrix Gram-iteration bound of ||A||_2 through the fused op."""
     if _compiled_for(A):
-        return torch.ops.convspectra.gram_bound(A, steps)
+        return _apply(_GramBound, torch.ops.convspectra.gram_bound, A, steps)
     return reference.gram_bound(A, steps)
 
 
 def svd(A: torch.Tensor):
     """Batched reduced SVD through the fused op (reference if unavailable)."""
     if _compiled_for(A):
-        return torch.ops.convspectra.svd(A)
+        return _apply(_SVD, torch.ops.convspectra.svd, A)
     return torch.linalg.svd(A, full_matrices=False)

@@ -15,6 +15,8 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Singular values of a batch of ``(..., m, n)`` real or complex matrices,
     descending, shape ``(..., min(m, n))``, real dtype. Differentiable: the
     gradient is ``U diag(g) V^H``. A matrix containing NaN or Inf gives NaN.
+    Double backward, forward mode (jvp) and torch.func (grad, jacrev, hessian,
+    vmap) work; nested forward mode (jacfwd of jacfwd) raises.
     """
     _checks.check_matrices(A)
     if A.requires_grad and torch.is_grad_enabled():
@@ -28,6 +30,8 @@ def svd(A: torch.Tensor):
     U ``(..., m, k)``, S ``(..., k)`` descending, Vh ``(..., k, n)``,
     ``k = min(m, n)``. Differentiable (losses on U and Vh must be invariant
     to the phase of each singular vector pair, as for ``torch.linalg.svd``).
+    Double backward, jvp and torch.func (grad, jacrev, hessian, vmap) work;
+    jacfwd of jacfwd raises.
     """
     _checks.check_matrices(A)
     return _ops.svd(A)
@@ -43,7 +47,9 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     One fused kernel per device (Gauss-Jordan with partial pivoting, as
     accurate as ``torch.linalg.inv``; ``I + A`` is always invertible, its
     Hermitian part being positive definite); the backward is its own op
-    reusing ``(I + A)^{-1}``.
+    reusing ``(I + A)^{-1}``. Double backward, jvp and torch.func (grad,
+    jacrev, hessian, vmap) work, in torch ops when the backward is itself
+    recorded; jacfwd of jacfwd raises.
     """
     _checks.check_matrices(W, "W")
     return _ops.cayley(W)
@@ -62,7 +68,9 @@ def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
     every iteration. Differentiable: the backward is its own fused op, the
     vector-Jacobian product unrolled through the same steps (the gradient of
     what was computed, exact after any number of steps, with no linear
-    system to solve). NaN or Inf in a matrix gives NaN.
+    system to solve). NaN or Inf in a matrix gives NaN. Double backward, jvp
+    and torch.func (grad, jacrev, hessian, vmap) work, in torch ops when the
+    backward is itself recorded; jacfwd of jacfwd raises.
     """
     _checks.check_matrices(W, "W")
     iters = _checks.nonnegative_int(iters, "iters")

@@ -85,7 +85,9 @@ def spectral_penalty(
     by the largest of its groups' norms; dilation is spelt out as zero taps.
     With ``target``, each layer contributes ``relu(norm - target)`` instead,
     penalising only what exceeds it. Extra keyword arguments go to
-    ``spectral_norm`` (e.g. ``steps`` for Gram iteration).
+    ``spectral_norm`` (e.g. ``steps`` for Gram iteration). Its derivatives are
+    those of ``spectral_norm``: double backward works except for
+    ``method="exact"`` on a zero-padded layer, which raises.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -195,6 +197,8 @@ class CayleyConv2d(_OrthogonalConv2d):
     per-frequency matrices are cached per input size (computed without autograd)
     and dropped when a parameter changes or the module returns to train().
     A batch of 0 images gives an empty output; H or W of 0 is an error.
+    Differentiable in every mode: double backward, jvp, and torch.func
+    (grad, hessian, vmap over parameter ensembles through functional_call).
 
     Zero parameters: a zero ``weight`` (or ``alpha``) is the Cayley map of the
     zero matrix, the identity on the first min(in * stride^2, out) channels
@@ -240,7 +244,8 @@ def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, ite
     ``floor(c/2)`` and the 2x2 block kernel ``(P + (I-P) z1)(Q + (I-Q) z2)``.
     The blocks are composed one at a time, each with two batched products over
     the taps (``Q K``, then ``P L``); the weight taps are the ``out x in``
-    corner of ``K[p] O``. Differentiable.
+    corner of ``K[p] O``. Differentiable (double backward, jvp and torch.func
+    included).
 
     An all-zero matrix has no orthogonal polar factor (Bjorck keeps it zero,
     which would make the kernel zero): it is replaced by the identity, with
@@ -321,6 +326,8 @@ class BCOPConv2d(_OrthogonalConv2d):
     unshuffle followed by a stride-1 layer with kernel max(1, ceil(k/s)). In
     eval mode the kernel is cached and rebuilt when a parameter changes.
     A batch of 0 images gives an empty output; H or W of 0 is an error.
+    Differentiable in every mode: double backward, jvp, and torch.func
+    (grad, hessian, vmap over parameter ensembles through functional_call).
 
     Zero parameters: an all-zero matrix is replaced by the identity (see
     ``bcop_kernel``), so a zero ``matrices`` gives an orthogonal layer, not a

@@ -32,7 +32,8 @@ KEEP_VECTORS_ELEMENTS = 1 << 25
 
 def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
     """The multi-channel symbol on the full DFT grid, complex ``(H, W, c_out, c_in)``:
-    ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)`` (MATH.md 2)."""
+    ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)`` (MATH.md 2).
+    Plain torch ops: differentiable in every mode, vmap included."""
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
     return torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)
@@ -82,69 +83,118 @@ def _column_blocks(n_cols: int, weight_shape) -> list[tuple[int, int]]:
     return [(v0, min(n_cols, v0 + cols)) for v0 in range(0, n_cols, cols)]
 
 
-def _grid_symbols(weight: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor):
-    """Yields (u0, u1, v0, v1, F, Ev) for blocks of the symbol on the grid
-    row_angles x col_angles, F of shape (u1 - u0, v1 - v0, c_out, c_in) and at
-    most CHUNK_ELEMENTS (or one frequency), Ev the column phases (v1 - v0, kw)."""
+def _grid_symbols(weight: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor, *, symbols: bool = True):
+    """Yields (u0, u1, v0, v1, F, Eu, Ev) for blocks of the symbol on the grid
+    row_angles x col_angles, column block by column block: F of shape
+    (u1 - u0, v1 - v0, c_out, c_in), at most CHUNK_ELEMENTS (or one
+    frequency), Eu (u1 - u0, kh) and Ev (v1 - v0, kw) the phases of its rows
+    and columns. With ``symbols=False``, F is None and nothing is transformed."""
+    kh = weight.shape[2]
+    cdt = _complex_dtype(weight.dtype)
     for v0, v1 in _column_blocks(col_angles.numel(), weight.shape):
-        cols, Ev = _grid_columns(weight, col_angles[v0:v1])
-        for u0, u1 in _row_chunks(row_angles.numel(), cols[0].numel()):
-            yield u0, u1, v0, v1, _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype)), Ev
+        if symbols:
+            cols, Ev = _grid_columns(weight, col_angles[v0:v1])
+        else:
+            cols, Ev = None, _phases(col_angles[v0:v1], weight.shape[3], cdt)
+        for u0, u1 in _row_chunks(row_angles.numel(), (v1 - v0) * weight.shape[0] * weight.shape[1]):
+            Eu = _phases(row_angles[u0:u1], kh, cdt)
+            yield u0, u1, v0, v1, (_symbol_rows(cols, Eu) if symbols else None), Eu, Ev
+
+
+def _column_adjoint(grad_cols: torch.Tensor, Ev: torch.Tensor, weight_shape) -> torch.Tensor:
+    """The gradient wrt the real kernel of one column block's transform
+    cols = weight @ Ev^T, from its gradient grad_cols (kh, (v1 - v0) * c_out * c_in)."""
+    kh = grad_cols.shape[0]
+    grad = torch.einsum("svx,vt->xst", grad_cols.view(kh, Ev.shape[0], -1), Ev.conj()).real
+    return grad.reshape(*weight_shape[:2], kh, -1)
 
 
 class _GridSpectrum(torch.autograd.Function):
     """Singular values of the symbol on the grid row_angles x col_angles:
-    (n_rows, n_cols, r), solved chunk by chunk with the fused batched SVD.
+    (n_rows, n_cols, r), solved block by block (_grid_symbols) with the fused
+    batched SVD, into one preallocated output.
 
     When the weight needs a gradient, the forward solves for the vectors too
     and keeps them if they fit in KEEP_VECTORS_ELEMENTS (the backward is then
-    two batched products per chunk); beyond that it keeps nothing and the
-    backward recomputes each chunk, so memory stays bounded for any input size.
+    two batched products per block); beyond that it keeps nothing and the
+    backward recomputes each block, so memory stays bounded for any input size.
+    The outputs are the values, then the kept U and Vh of each block (none when
+    nothing is kept; not differentiable). A recorded backward (create_graph,
+    torch.func) recomputes every block through the differentiable SVD, and its
+    graph holds all of them. vmap runs the same code on batched tensors.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, weight, row_angles, col_angles, want_grad):
-        cols, Ev = _grid_columns(weight, col_angles)
-        n_rows = row_angles.numel()
-        chunks = _row_chunks(n_rows, cols[0].numel())
-        r = min(cols.shape[-2:])
+    def forward(weight, row_angles, col_angles, want_grad):
+        c_out, c_in = weight.shape[:2]
+        n_rows, n_cols, r = row_angles.numel(), col_angles.numel(), min(c_out, c_in)
         # (needs_input_grad ignores torch.no_grad(): the caller says whether a backward can come)
-        keep = want_grad and n_rows * cols.shape[1] * r * sum(cols.shape[-2:]) <= KEEP_VECTORS_ELEMENTS
-        values, Us, Vhs = [], [], []
-        for u0, u1 in chunks:
-            A = _symbol_rows(cols, _phases(row_angles[u0:u1], cols.shape[0], cols.dtype))
+        keep = want_grad and n_rows * n_cols * r * (c_out + c_in) <= KEEP_VECTORS_ELEMENTS
+        values = weight.new_empty(n_rows, n_cols, r)
+        Us, Vhs = [], []
+        for u0, u1, v0, v1, A, _, _ in _grid_symbols(weight, row_angles, col_angles):
             if keep:
                 U, S, Vh = _ops.svd(A)
                 Us.append(U)
                 Vhs.append(Vh)
             else:
                 S = _ops.svdvals(A)
-            values.append(S)
-        ctx.chunks, ctx.kept = chunks, keep
-        ctx.save_for_backward(weight, row_angles, cols, Ev, *Us, *Vhs)
-        return torch.cat(values, 0)
+            values[u0:u1, v0:v1] = S
+        return (values, *Us, *Vhs)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        weight, row_angles, cols, Ev, *vectors = ctx.saved_tensors
-        n = len(ctx.chunks)
-        kh, n_cols = cols.shape[:2]
-        grad_cols = None  # (kh, n_cols*c_out*c_in)
-        for i, (u0, u1) in enumerate(ctx.chunks):
-            Eu = _phases(row_angles[u0:u1], kh, cols.dtype)
-            if ctx.kept:
-                U, Vh = vectors[i], vectors[n + i]
-            else:
-                U, _, Vh = _ops.svd(_symbol_rows(cols, Eu))
-            # d sigma = Re <U diag(g) V^H, dA>: the gradient wrt the chunk.
-            gA = _ops._scale_columns(U, grad[u0:u1]) @ Vh  # (rows, n_cols, c_out, c_in)
+    def setup_context(ctx, inputs, output):
+        weight, row_angles, col_angles, _ = inputs
+        vectors = output[1:]
+        ctx.mark_non_differentiable(*vectors)
+        ctx.kept, ctx.n_vectors = bool(vectors), len(vectors)
+        ctx.save_for_backward(weight, row_angles, col_angles, *vectors)
+        ctx.save_for_forward(weight, row_angles, col_angles)
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        weight, row_angles, col_angles, *vectors = ctx.saved_tensors
+        reuse = ctx.kept and not _ops.differentiating_backward()
+        n = len(vectors) // 2
+        grad_weight = grad_cols = None  # grad_cols: (kh, (v1 - v0) * c_out * c_in) of the current column block
+        blocks = _grid_symbols(weight, row_angles, col_angles, symbols=not reuse)
+        for i, (u0, u1, v0, v1, A, Eu, Ev) in enumerate(blocks):
+            U, Vh = (vectors[i], vectors[n + i]) if reuse else _ops.svd(A)[::2]
+            # d sigma = Re <U diag(g) V^H, dA>: the gradient wrt the block
+            gA = _ops._scale_columns(U, grad[u0:u1, v0:v1]) @ Vh  # (rows, cols, c_out, c_in)
             part = Eu.mH @ gA.flatten(1)  # adjoint of A = Eu @ cols
-            grad_cols = part if grad_cols is None else grad_cols.add_(part)
-        # adjoint of cols = weight @ Ev^T, as one product: (kh, n_cols, c_out*c_in) x (n_cols, kw)
-        grad_weight = torch.einsum("svx,vt->xst", grad_cols.view(kh, n_cols, -1), Ev.conj()).real
-        grad_weight = grad_weight.reshape(*weight.shape[:2], kh, -1)
+            grad_cols = part if grad_cols is None else grad_cols + part
+            if u1 == row_angles.numel():  # the column block is complete
+                part = _column_adjoint(grad_cols, Ev, weight.shape)
+                grad_weight = part if grad_weight is None else grad_weight + part
+                grad_cols = None
         return grad_weight.to(weight.dtype), None, None, None
+
+
+class _GridSpectrumJvp(_GridSpectrum):
+    """_GridSpectrum with forward-mode AD, for eager mode (Dynamo cannot trace
+    a custom jvp): d sigma_j = Re u_j^H dF v_j, the symbol dF of the tangent
+    kernel, the vectors recomputed block by block."""
+
+    @staticmethod
+    def jvp(ctx, weight_t, *_):
+        _ops.check_forward_level("convspectra.singular_values")
+        weight, row_angles, col_angles = ctx.saved_tensors
+        # new_empty of the tangent: batched with it under torch.func.jacfwd / hessian
+        out = weight_t.new_empty(row_angles.numel(), col_angles.numel(), min(weight.shape[:2]))
+        tangents = _grid_symbols(weight_t, row_angles, col_angles)
+        for (u0, u1, v0, v1, A, _, _), (*_, dA, _, _) in zip(_grid_symbols(weight, row_angles, col_angles), tangents):
+            U, _, Vh = _ops.svd(A)
+            out[u0:u1, v0:v1] = (U.mH @ dA @ Vh.mH).diagonal(dim1=-2, dim2=-1).real
+        return (out, *[None] * ctx.n_vectors)
+
+
+def _grid_spectrum(weight, row_angles, col_angles, want_grad: bool) -> torch.Tensor:
+    """The values of _GridSpectrum (with forward-mode AD outside torch.compile)."""
+    function = _GridSpectrum if torch.compiler.is_compiling() else _GridSpectrumJvp
+    return function.apply(weight, row_angles, col_angles, want_grad)[0]
 
 
 def _multiplicity_index(W: int, device) -> torch.Tensor:
@@ -170,6 +220,10 @@ def singular_values(weight: torch.Tensor, input_size, padding: str = "circular",
     layer's exact Frobenius norm and fourth moment. On the documented kernel
     set its median error is 5.2x lower than that of the circular spectrum, and
     no case is worse.
+
+    Double backward, forward mode (jvp) and torch.func (grad, jacrev, hessian)
+    work for both paddings, vmap for circular padding (the zero-padding model
+    is chosen by data-dependent tests); jacfwd of jacfwd raises.
     """
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
@@ -190,8 +244,8 @@ def _wants_grad(weight: torch.Tensor) -> bool:
 def _circular_half(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """The circular singular values on the half grid, (H, W//2 + 1, r), each
     frequency's values descending."""
-    return _GridSpectrum.apply(weight, _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1),
-                               _wants_grad(weight))
+    return _grid_spectrum(weight, _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1),
+                          _wants_grad(weight))
 
 
 def _with_multiplicity(half: torch.Tensor, W: int) -> torch.Tensor:
@@ -369,7 +423,7 @@ def _local_symbol_model(weight: torch.Tensor, H: int, W: int, circular: torch.Te
         weights = [w * (1 - alpha) for w in weights]
         j1 = torch.arange(1, H + 1, device=weight.device, dtype=torch.float64) * (math.pi / (H + 1))
         j2 = torch.arange(1, W + 1, device=weight.device, dtype=torch.float64) * (math.pi / (W + 1))
-        v = _GridSpectrum.apply(weight, torch.cat([j1, -j1]), j2, _wants_grad(weight)).flatten()
+        v = _grid_spectrum(weight, torch.cat([j1, -j1]), j2, _wants_grad(weight)).flatten()
         values.append(v)
         weights.append(torch.full((v.numel(),), alpha / v.numel(), dtype=torch.float64, device=weight.device))
     return _weighted_quantiles(torch.cat(values), torch.cat(weights), H * W * min(weight.shape[:2]))
@@ -465,7 +519,8 @@ def svd(weight: torch.Tensor, input_size):
 
     Only the half grid ``v <= W//2`` is solved: a real kernel has
     ``F(-w) = conj F(w)``, so the other half is the conjugate of the factors
-    at the mirrored frequency."""
+    at the mirrored frequency. Double backward, jvp and torch.func (grad,
+    hessian, vmap) work; jacfwd of jacfwd raises."""
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
     half = torch.fft.rfft2(weight, s=(H, W)).permute(2, 3, 0, 1).contiguous()  # (H, W//2+1, c_out, c_in)
@@ -518,7 +573,10 @@ def spectral_norm(
         ``input_size`` is not needed.
 
     Maxima over frequencies are searched without autograd; the gradient flows
-    through the maximising frequency (a subgradient at ties).
+    through the maximising frequency (a subgradient at ties). Double backward,
+    forward mode (jvp) and torch.func (grad, jacrev, hessian) work for every
+    method but ``padding="zeros", method="exact"``, which is differentiable
+    once (its Ritz vector is held fixed); jacfwd of jacfwd raises.
     """
     _checks.check_weight(weight)
     padding = _checks.check_padding(padding)
@@ -559,8 +617,8 @@ def _argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
     half grid, without autograd."""
     with torch.no_grad():
         rows, cols = _dft_angles(H, weight.device), _dft_angles(W, weight.device, W // 2 + 1)
-        best = torch.empty(rows.numel(), cols.numel(), dtype=weight.dtype, device=weight.device)
-        for u0, u1, v0, v1, F, _ in _grid_symbols(weight, rows, cols):
+        best = weight.new_empty(rows.numel(), cols.numel())  # new_empty: batched too under vmap
+        for u0, u1, v0, v1, F, _, _ in _grid_symbols(weight, rows, cols):
             best[u0:u1, v0:v1] = per_matrix(F)
         flat = best.flatten().argmax()
     u, v = flat // cols.numel(), flat % cols.numel()
@@ -652,7 +710,9 @@ def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
     if not converged:
         warnings.warn(f"spectral_norm(padding='zeros', method='exact'): Lanczos reached max_iter={max_iter} "
                       f"before tol={tol:g}; the result is a lower bound of the norm", RuntimeWarning, stacklevel=3)
-    return torch.linalg.vector_norm(T(y, weight))
+    # y was found without autograd: the gradient u y^T is exact, a second derivative would not be
+    return torch.linalg.vector_norm(T(y, _ops.first_order_only(weight, "convspectra.spectral_norm(padding='zeros', "
+                                                                        "method='exact')")))
 
 
 # Lanczos basis size before a restart (memory: this many input-sized vectors).
@@ -694,7 +754,10 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
     With ``return_norms=True`` also returns ``{"before", "projected",
     "after_crop"}``: the circular norms of the input, of the projected
     (full-support) kernel, and of the returned kernel. Not differentiable (a
-    projection step, used between optimiser steps); chunked over frequencies.
+    projection step, used between optimiser steps): a backward, jvp or
+    torch.func transform through the result raises. Chunked over frequencies.
+    The result is detached: backward through it raises (no grad_fn), while
+    torch.func.grad and jvp see a constant.
     """
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
@@ -709,12 +772,12 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
         delta = torch.zeros(c_out, c_in, kh, kw, dtype=_complex_dtype(w.dtype), device=w.device)
         before = torch.zeros((), dtype=w.dtype, device=w.device)
         acc = None  # the inverse DFT over u of the change, (kh, (v1 - v0) * c_out * c_in), per column block
-        for u0, u1, v0, v1, F, Ev in _grid_symbols(w, rows, col_angles):
+        for u0, u1, v0, v1, F, Eu, Ev in _grid_symbols(w, rows, col_angles):
             U, S, Vh = _ops.svd(F)
             before = torch.maximum(before, S.max())
             # what the projection changes: exactly zero where no value exceeds max_value
             change = _ops._scale_columns(U, S.clamp(max=max_value) - S) @ Vh
-            part = _phases(rows[u0:u1], kh, F.dtype).T.conj() @ change.flatten(1)  # inverse DFT over u, s < kh
+            part = Eu.mH @ change.flatten(1)  # inverse DFT over u, taps s < kh
             acc = part if acc is None else acc.add_(part)
             if u1 == rows.numel():  # the column block is complete: its share of the inverse DFT over v
                 delta += torch.einsum("svoi,vt->oist", acc.view(kh, v1 - v0, c_out, c_in) * mult[v0:v1, None, None],
@@ -724,7 +787,7 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
         out = w + (delta.real / (H * W)).to(w.dtype)
         if return_norms:
             norms["after_crop"] = spectral_norm(out, (H, W))
-            return out, norms
-        return out
+    out = _ops.not_differentiable(out, weight, "convspectra.clip_singular_values")
+    return (out, norms) if return_norms else out
 
 
