@@ -142,6 +142,35 @@ def grid_cases() -> list[Case]:
     return cases
 
 
+# Small per-frequency matrices, where the fused Jacobi kernel runs (min(m, n) <= 8
+# on the CPU): the symbol of a c x c layer on an n x n grid, half grid.
+SMALL_SVD_GRID = [(3, 64), (4, 64), (8, 64), (8, 128)]
+
+
+def small_svd_cases() -> list[Case]:
+    """Batched singular values of F = n (n/2 + 1) complex c x c matrices
+    against torch.linalg.svdvals, and the spectrum of a c x c x 3 x 3 layer."""
+    cases = []
+    for c, n in SMALL_SVD_GRID:
+        F = n * (n // 2 + 1)
+
+        def make(device, c=c, F=F):
+            return tuple(torch.randn(F, c, c, dtype=torch.complex64, device=device) for _ in range(N_INPUT_SETS))
+
+        cases.append(Case(
+            family="batched svdvals, small", name=f"c{c}@{n}", shape=f"{F}x{c}x{c} complex", make_inputs=make,
+            ours=cs.linalg.svdvals, reference=torch.linalg.svdvals, bytes_moved=F * c * c * 8 + F * c * 4,
+            quick=c == 8 and n == 64,
+        ))
+        cases.append(Case(
+            family="conv singular values, circular", name=f"c{c}@{n}", shape=f"{c}x{c}x3x3 @{n}x{n}",
+            make_inputs=_weights(c, c, 3), ours=lambda w, n=n: cs.singular_values(w, n),
+            reference=lambda w, n=n: cs.reference.singular_values(w, n),
+            bytes_moved=_spectrum_bytes(c, c, n, 1),
+        ))
+    return cases
+
+
 CAYLEY_GRID = [(16, 32), (64, 32), (128, 16), (256, 8)]
 
 
@@ -245,7 +274,7 @@ def _bcop_layer_case(c: int, n: int) -> Case:
 
 
 def all_cases() -> list[Case]:
-    return grid_cases() + resnet18_cases() + cayley_cases() + bcop_cases()
+    return grid_cases() + resnet18_cases() + small_svd_cases() + cayley_cases() + bcop_cases()
 
 
 # ------------------------------------------------------------------- measurement
