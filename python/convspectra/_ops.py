@@ -262,6 +262,11 @@ except ImportError:  # a torch without these internals: nothing to detect
     _functorch_interpreters = None
 
 
+def functorch_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, jvp, ...) is running."""
+    return _functorch_interpreters is not None and bool(_functorch_interpreters())
+
+
 def check_forward_level(name: str) -> None:
     """Raises in a jvp rule under nested forward-mode transforms
     (torch.func.jacfwd(torch.func.jacfwd(f))): torch.func does not show the
