@@ -76,12 +76,36 @@ CS_HD real_t<E> jacobi_rotation(real_t<E> alpha, real_t<E> beta, E gamma, real_t
   return t;
 }
 
-// ||x||^2 of a contiguous column, summed in double precision (wide_t).
+// Columns up to this length are summed in their own precision (an error of at
+// most len * eps, as small as LAPACK's); longer ones in double (wide_t), which
+// costs about 15 % on 8 x 8 float32 matrices.
+constexpr int kShortColumn = 32;
+
+// ||x||^2 of a contiguous column.
 template <typename E>
 CS_HD real_t<E> column_norm2(const E* x, int len) {
+  using R = real_t<E>;
+  if (len <= kShortColumn) {
+    R acc = R(0);
+    for (int i = 0; i < len; ++i) acc += abs2(x[i]);
+    return acc;
+  }
   double acc = 0.0;
   for (int i = 0; i < len; ++i) acc += abs2(widen(x[i]));
-  return static_cast<real_t<E>>(acc);
+  return static_cast<R>(acc);
+}
+
+// x^H y of two contiguous columns.
+template <typename E>
+CS_HD E column_dot(const E* x, const E* y, int len) {
+  if (len <= kShortColumn) {
+    E acc = make_real<E>(real_t<E>(0));
+    for (int i = 0; i < len; ++i) acc = add(acc, conj_mul(x[i], y[i]));
+    return acc;
+  }
+  wide_t<E> acc = make_real<wide_t<E>>(0.0);
+  for (int i = 0; i < len; ++i) acc = add(acc, conj_mul(widen(x[i]), widen(y[i])));
+  return narrow<E>(acc);
 }
 
 // Applies the rotation above to two contiguous vectors of length len.
@@ -117,9 +141,7 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
         const R beta = norm2[q];
         if (alpha < jacobi_floor<R>() || beta < jacobi_floor<R>()) continue;
         E* xq = X + static_cast<long>(q) * rows;
-        wide_t<E> acc = make_real<wide_t<E>>(0.0);
-        for (int i = 0; i < rows; ++i) acc = add(acc, conj_mul(widen(xp[i]), widen(xq[i])));
-        const E gamma = narrow<E>(acc);
+        const E gamma = column_dot(xp, xq, rows);
         if (!jacobi_should_rotate(alpha, beta, cabs(gamma), tol)) continue;
         const R gabs = cabs(gamma);
         R c;
