@@ -46,9 +46,9 @@ CS_HD void invert_with_pivoting(E* B, int n, E* column, int* perm) {
   using R = real_t<E>;
   for (int p = 0; p < n; ++p) {
     int r = p;
-    R best = cabs(B[p * n + p]);
+    R best = abs1(B[p * n + p]);
     for (int i = p + 1; i < n; ++i) {
-      const R v = cabs(B[i * n + p]);
+      const R v = abs1(B[i * n + p]);
       if (v > best) {
         best = v;
         r = i;

@@ -40,6 +40,8 @@ template <typename T> CS_HD T conj(T x) { return x; }
 template <typename T> CS_HD T abs2(T x) { return x * x; }
 template <typename T> CS_HD T cabs(T x) { return std::fabs(x); }
 template <typename T> CS_HD T real_part(T x) { return x; }
+// |re| + |im| (LAPACK's cabs1): a cheap magnitude for choosing pivots
+template <typename T> CS_HD T abs1(T x) { return std::fabs(x); }
 template <typename T> CS_HD T scale(T x, T s) { return x * s; }
 // x / s for real s (not x * (1 / s): 1 / s overflows for subnormal s)
 template <typename T> CS_HD T divide(T x, T s) { return x / s; }
@@ -56,6 +58,7 @@ template <typename T> CS_HD Complex<T> conj(Complex<T> x) { return {x.re, -x.im}
 template <typename T> CS_HD T abs2(Complex<T> x) { return x.re * x.re + x.im * x.im; }
 template <typename T> CS_HD T cabs(Complex<T> x) { return std::hypot(x.re, x.im); }
 template <typename T> CS_HD T real_part(Complex<T> x) { return x.re; }
+template <typename T> CS_HD T abs1(Complex<T> x) { return std::fabs(x.re) + std::fabs(x.im); }
 template <typename T> CS_HD Complex<T> scale(Complex<T> x, T s) { return {x.re * s, x.im * s}; }
 template <typename T> CS_HD Complex<T> divide(Complex<T> x, T s) { return {x.re / s, x.im / s}; }
 template <typename T> CS_HD Complex<T> from_real(T x, Complex<T>* /*tag*/) { return {x, T(0)}; }

@@ -45,9 +45,9 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
     for (int p = 0; p < n; ++p) {
       if (tid == 0) {  // the pivot row: O(n) of the step's O(n^2) work
         int r = p;
-        R best = cabs(B[p * n + p]);
+        R best = abs1(B[p * n + p]);
         for (int i = p + 1; i < n; ++i) {
-          const R v = cabs(B[i * n + p]);
+          const R v = abs1(B[i * n + p]);
           if (v > best) {
             best = v;
             r = i;
