@@ -100,3 +100,39 @@ def test_tall_columns_keep_the_dtype_accuracy(device, dtype):
     ref = torch.linalg.svdvals(A.cpu().to(torch.complex128 if dtype.is_complex else torch.float64))
     S = cs.linalg.svdvals(A).cpu().double()
     assert float(((S - ref).abs() / ref[..., :1]).max()) < 16 * eps(dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_subnormal_scale(device, dtype):
+    """A matrix whose largest entry is subnormal: the power-of-two prescale is
+    applied in two factors (one alone overflowed, and the result was NaN)."""
+    tiny = 1e-40 if dtype.to_real() == torch.float32 else 1e-310
+    A = structured_batch("gaussian", 6, 5, 4, dtype, seed=3, scale=tiny).to(device)
+    ref = torch.linalg.svdvals(A.cpu().to(torch.complex128 if dtype.is_complex else torch.float64))
+    for S in (cs.linalg.svdvals(A), cs.linalg.svd(A)[1]):
+        assert bool(torch.isfinite(S).all())
+        # subnormal inputs carry fewer digits: compare at the precision they have
+        assert float(((S.cpu().double() - ref).abs() / ref[..., :1]).max()) < 1e-3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_singular_values_keep_their_relative_accuracy(device, dtype):
+    """Jacobi's strength: diag(1, 1e-13, 3e-20) (float32) or diag(1, 1e-140,
+    3e-200) (float64) come back exact, not rounded to zero, and their vectors
+    stay orthonormal."""
+    values = [1.0, 1e-13, 3e-20] if dtype.to_real() == torch.float32 else [1.0, 1e-140, 3e-200]
+    D = torch.diag(torch.tensor(values, dtype=torch.float64)).to(dtype)
+    Q = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0].to(dtype)  # a permuted, rotated copy too
+    for A in (D, D[[2, 0, 1]]):
+        A = A.to(device)
+        U, S, Vh = cs.linalg.svd(A)
+        expected = torch.tensor(values, dtype=torch.float64)
+        for s in (S, cs.linalg.svdvals(A)):
+            assert float(((s.cpu().double() - expected).abs() / expected).max()) < 4 * eps(dtype)
+        eye = torch.eye(3, dtype=dtype, device=device)
+        assert float((U.mH @ U - eye).abs().max()) < 8 * eps(dtype)
+        assert float((Vh @ Vh.mH - eye).abs().max()) < 8 * eps(dtype)
+    S = cs.linalg.svdvals((Q @ D).to(device))  # rotated: only accuracy relative to the largest value is promised
+    assert float((S.cpu().double() - torch.tensor(values, dtype=torch.float64)).abs().max()) < 8 * eps(dtype)

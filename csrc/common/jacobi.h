@@ -24,15 +24,36 @@ template <typename R> CS_HD R smallest_normal();
 template <> CS_HD float smallest_normal<float>() { return 1.17549435e-38f; }
 template <> CS_HD double smallest_normal<double>() { return 2.2250738585072014e-308; }
 
-// Columns whose squared norm falls below this floor count as exactly zero: they
-// are never rotated and give a zero singular value. The kernels scale the
-// matrix so that its largest entry lies in [1/2, 1), so the floor is absolute
-// there: tiny / eps^2 (about 1e-24 in float32, 1e-276 in float64) keeps every
-// product of a rotation, and the phase gamma / |gamma|, in the normal range
-// (|gamma| > tol * floor), and what it drops is far below eps * ||A||. Without
-// it, exactly rank-deficient inputs (identical rows, constant kernels) leave
-// columns of rounding noise that shrink into the subnormals, where sin / |gamma|
-// overflows and the rotation writes Inf and NaN.
+// The exact power of two 2^-e, e the exponent of max |a_ij| (frexp), as two
+// factors: scaling by both is lossless and puts the largest entry in [1/2, 1).
+// One factor alone overflows when max |a_ij| is subnormal (2^-e above the
+// largest float), which turned such matrices into NaN.
+template <typename R>
+struct PowerOfTwoScale {
+  R lo, hi;
+  template <typename E>
+  CS_HD E apply(E x) const { return scale(scale(x, lo), hi); }
+  CS_HD R undo(R x) const { return x / hi / lo; }
+};
+
+template <typename R>
+CS_HD PowerOfTwoScale<R> power_of_two_scale(R amax) {
+  if (!(amax > R(0))) return {R(1), R(1)};
+  int e = 0;
+  std::frexp(amax, &e);
+  const int half = -e / 2;
+  return {std::ldexp(R(1), half), std::ldexp(R(1), -e - half)};
+}
+
+// Columns whose squared norm falls below this floor are never rotated and, when
+// vectors are wanted, get a completed left vector: they count as zero columns.
+// The kernels scale the matrix so that its largest entry lies in [1/2, 1), so
+// the floor is absolute there: tiny / eps^2 (about 1e-24 in float32, 1e-276 in
+// float64) keeps every product of a rotation, and the phase gamma / |gamma|, in
+// the normal range (|gamma| > tol * floor), and what it leaves unrotated is far
+// below eps * ||A||. Without it, exactly rank-deficient inputs (identical rows,
+// constant kernels) leave columns of rounding noise that shrink into the
+// subnormals, where sin / |gamma| overflows and the rotation writes Inf and NaN.
 template <typename R>
 CS_HD R jacobi_floor() {
   return smallest_normal<R>() / (machine_epsilon<R>() * machine_epsilon<R>());
@@ -93,6 +114,19 @@ CS_HD real_t<E> column_norm2(const E* x, int len) {
   double acc = 0.0;
   for (int i = 0; i < len; ++i) acc += abs2(widen(x[i]));
   return static_cast<R>(acc);
+}
+
+// ||x|| of a contiguous column without underflow: max |x_i| times the norm of
+// x / max |x_i| (the squares of float64 entries below 1e-154 are zero).
+template <typename E>
+CS_HD real_t<E> column_length(const E* x, int len) {
+  using R = real_t<E>;
+  R amax = R(0);
+  for (int i = 0; i < len; ++i) amax = std::fmax(amax, cabs(x[i]));
+  if (!(amax > R(0))) return amax;
+  double acc = 0.0;
+  for (int i = 0; i < len; ++i) acc += abs2(widen(divide(x[i], amax)));
+  return amax * static_cast<R>(std::sqrt(acc));
 }
 
 // x^H y of two contiguous columns.
@@ -162,12 +196,13 @@ CS_HD int one_sided_jacobi(E* X, int rows, int cols, E* V, real_t<E>* norm2, int
   return sweep;
 }
 
-// The singular value of a converged column with squared norm norm2: its
-// length, or exactly zero below the floor (such a column is not orthogonal to
-// the others and gets a completed left vector instead).
+// Whether a converged column of length sigma lies below the floor: it was not
+// rotated against the others, so its normalised self is not a left singular
+// vector and a completed one takes its place. Its length is still reported (a
+// tiny exact value such as diag(1, 1e-30)'s stays exact).
 template <typename R>
-CS_HD R jacobi_singular_value(R norm2) {
-  return norm2 >= jacobi_floor<R>() ? std::sqrt(norm2) : R(0);
+CS_HD bool jacobi_below_floor(R sigma) {
+  return !(sigma * sigma >= jacobi_floor<R>());
 }
 
 // Makes column `target` of the column-major X a unit vector orthogonal to the

@@ -43,17 +43,12 @@ struct JacobiScratch {
   std::vector<int> order;
 };
 
-// Exact power of two near 1/max|a_ij|: scaling by it is lossless and keeps
-// the squared norms of Jacobi away from overflow and underflow.
 template <typename E>
-real_t<E> power_of_two_scale(const E* a, int64_t len) {
+PowerOfTwoScale<real_t<E>> matrix_scale(const E* a, int64_t len) {
   using R = real_t<E>;
   R amax = R(0);
   for (int64_t i = 0; i < len; ++i) amax = std::max(amax, cabs(a[i]));
-  if (amax == R(0)) return R(1);
-  int e;
-  std::frexp(amax, &e);
-  return std::ldexp(R(1), -e);
+  return power_of_two_scale(amax);
 }
 
 // SVD of one row-major m x n matrix A by one-sided Jacobi. S gets the k =
@@ -66,15 +61,15 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   const int rows = tall ? m : n;  // Jacobi works on X = A (tall) or X = A^H (wide)
   const int cols = tall ? n : m;
   const bool want_uv = U != nullptr;
-  const R sc = power_of_two_scale(A, int64_t(m) * n);
+  const PowerOfTwoScale<R> sc = matrix_scale(A, int64_t(m) * n);
   w.X.resize(size_t(rows) * cols);
   E* X = w.X.data();
   if (tall) {
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) X[size_t(j) * m + i] = scale(A[size_t(i) * n + j], sc);
+      for (int j = 0; j < n; ++j) X[size_t(j) * m + i] = sc.apply(A[size_t(i) * n + j]);
   } else {
     // Column-major A^H has the memory of A, conjugated.
-    for (size_t i = 0; i < size_t(m) * n; ++i) X[i] = scale(conj(A[i]), sc);
+    for (size_t i = 0; i < size_t(m) * n; ++i) X[i] = sc.apply(conj(A[i]));
   }
   E* V = nullptr;
   if (want_uv) {
@@ -86,20 +81,20 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   one_sided_jacobi(X, rows, cols, V, w.norm2.data(), kMaxJacobiSweeps);
 
   w.sigma.resize(cols);
-  for (int j = 0; j < cols; ++j) w.sigma[j] = jacobi_singular_value(column_norm2(X + size_t(j) * rows, rows));
+  for (int j = 0; j < cols; ++j) w.sigma[j] = column_length(X + size_t(j) * rows, rows);
   w.order.resize(cols);
   std::iota(w.order.begin(), w.order.end(), 0);
   std::stable_sort(w.order.begin(), w.order.end(), [&](int a, int b) { return w.sigma[a] > w.sigma[b]; });
-  for (int r = 0; r < cols; ++r) S[r] = w.sigma[w.order[r]] / sc;
+  for (int r = 0; r < cols; ++r) S[r] = sc.undo(w.sigma[w.order[r]]);
   if (!want_uv) return;
 
-  // Left vectors of X: its columns normalised. A zero singular value leaves a
-  // zero column; complete it to an orthonormal set (Gram-Schmidt on unit vectors).
+  // Left vectors of X: its columns normalised. A column below the floor (a zero
+  // singular value, to rounding) is completed to an orthonormal set instead.
   for (int r = 0; r < cols; ++r) {
     const int j = w.order[r];
     E* xj = X + size_t(j) * rows;
     const R sj = w.sigma[j];
-    if (sj > R(0)) {
+    if (!jacobi_below_floor(sj)) {
       for (int i = 0; i < rows; ++i) xj[i] = scale(xj[i], R(1) / sj);
       continue;
     }

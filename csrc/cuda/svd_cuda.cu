@@ -119,17 +119,15 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
       }
       continue;
     }
-    int e = 0;
-    if (amax > R(0)) frexp(amax, &e);
-    const R sc = ldexp(R(1), -e);
+    const PowerOfTwoScale<R> sc = power_of_two_scale(amax);
 
     // 2. X = A (tall) or A^H (wide), column-major and scaled; V = I.
     for (int64_t idx = tid; idx < mat; idx += blockDim.x) {
       if (tall) {
         const int i = int(idx / n), j = int(idx % n);
-        X[size_t(j) * m + i] = scale(a[idx], sc);
+        X[size_t(j) * m + i] = sc.apply(a[idx]);
       } else {
-        X[idx] = scale(conj(a[idx]), sc);
+        X[idx] = sc.apply(conj(a[idx]));
       }
     }
     if (kWantUV) {
@@ -199,10 +197,17 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
 
     // 4. sigma_j = ||x_j||, then the descending order by ranking.
     for (int j = warp; j < cols; j += nwarps) {
+      // ||x_j|| as max |x_ij| times the norm of x_j / max (no underflow of the squares)
+      const E* xj = X + size_t(j) * rows;
+      R amax = R(0);
+      for (int i = lane; i < rows; i += kWarp) amax = fmax(amax, cabs(xj[i]));
+      amax = warp_max(amax);
       double acc = 0.0;
-      for (int i = lane; i < rows; i += kWarp) acc += abs2(widen(X[size_t(j) * rows + i]));
+      if (amax > R(0)) {
+        for (int i = lane; i < rows; i += kWarp) acc += abs2(widen(divide(xj[i], amax)));
+      }
       acc = warp_sum(acc);
-      if (lane == 0) sigma[j] = jacobi_singular_value(R(acc));
+      if (lane == 0) sigma[j] = amax * R(sqrt(acc));
     }
     __syncthreads();
     for (int j = tid; j < cols; j += blockDim.x) {
@@ -212,18 +217,18 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
       order[rank] = j;
     }
     __syncthreads();
-    for (int r = tid; r < k; r += blockDim.x) S[b * k + r] = sigma[order[r]] / sc;
+    for (int r = tid; r < k; r += blockDim.x) S[b * k + r] = sc.undo(sigma[order[r]]);
 
     if (kWantUV) {
-      // 5. Normalise the columns of X; complete zero ones (rare: thread 0).
+      // 5. Normalise the columns of X; complete those below the floor (rare: thread 0).
       for (int64_t idx = tid; idx < int64_t(rows) * cols; idx += blockDim.x) {
         const R sj = sigma[idx / rows];
-        if (sj > R(0)) X[idx] = scale(X[idx], R(1) / sj);
+        if (!jacobi_below_floor(sj)) X[idx] = scale(X[idx], R(1) / sj);
       }
       __syncthreads();
       if (tid == 0) {
         for (int r = 0; r < cols; ++r)
-          if (!(sigma[order[r]] > R(0))) complete_orthonormal_column(X, rows, order, r, order[r]);
+          if (jacobi_below_floor(sigma[order[r]])) complete_orthonormal_column(X, rows, order, r, order[r]);
       }
       __syncthreads();
       // 6. X = Ux S Vx^H. Tall: U = Ux, Vh = Vx^H. Wide (X = A^H): U = Vx, Vh = Ux^H.

@@ -216,9 +216,12 @@ class CayleyConv2d(_OrthogonalConv2d):
 
     def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         """Q on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
-        norm = self.weight.norm()
-        # a zero norm (a zero weight, or one whose square underflows) divides by 1: w is ~0 and finite
-        w = self.alpha * self.weight / torch.where(norm > 0, norm, torch.ones_like(norm))
+        # weight / ||weight||_F through weight / max |w_ij| first, so that the norm neither underflows
+        # (weights ~1e-22 in float32) nor overflows (~1e20); an exactly zero weight gives w = 0
+        scale = self.weight.detach().abs().amax()
+        unit = self.weight / torch.where(scale > 0, scale, torch.ones_like(scale))
+        norm = unit.norm()
+        w = self.alpha * unit / torch.where(norm > 0, norm, torch.ones_like(norm))
         F = torch.fft.rfft2(w.to(dtype), s=(H, W)).permute(2, 3, 0, 1)
         return linalg.cayley(F.contiguous())
 
