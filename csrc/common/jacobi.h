@@ -116,11 +116,14 @@ CS_HD real_t<E> column_norm2(const E* x, int len) {
   return static_cast<R>(acc);
 }
 
-// ||x|| of a contiguous column without underflow: max |x_i| times the norm of
-// x / max |x_i| (the squares of float64 entries below 1e-154 are zero).
+// ||x|| of a contiguous column without underflow: sqrt(||x||^2) above the
+// floor; below it, max |x_i| times the norm of x / max |x_i| (the squares of
+// float64 entries below 1e-154 are zero).
 template <typename E>
 CS_HD real_t<E> column_length(const E* x, int len) {
   using R = real_t<E>;
+  const R norm2 = column_norm2(x, len);
+  if (norm2 >= jacobi_floor<R>()) return std::sqrt(norm2);
   R amax = R(0);
   for (int i = 0; i < len; ++i) amax = std::fmax(amax, cabs(x[i]));
   if (!(amax > R(0))) return amax;

@@ -197,17 +197,24 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
 
     // 4. sigma_j = ||x_j||, then the descending order by ranking.
     for (int j = warp; j < cols; j += nwarps) {
-      // ||x_j|| as max |x_ij| times the norm of x_j / max (no underflow of the squares)
+      // ||x_j||; below the floor as max |x_ij| times the norm of x_j / max (no underflow of
+      // the squares). acc is the same in every lane: the branch is warp-uniform.
       const E* xj = X + size_t(j) * rows;
-      R amax = R(0);
-      for (int i = lane; i < rows; i += kWarp) amax = fmax(amax, cabs(xj[i]));
-      amax = warp_max(amax);
       double acc = 0.0;
-      if (amax > R(0)) {
-        for (int i = lane; i < rows; i += kWarp) acc += abs2(widen(divide(xj[i], amax)));
-      }
+      for (int i = lane; i < rows; i += kWarp) acc += abs2(widen(xj[i]));
       acc = warp_sum(acc);
-      if (lane == 0) sigma[j] = amax * R(sqrt(acc));
+      R length = R(sqrt(acc));
+      if (!(R(acc) >= jacobi_floor<R>())) {
+        R amax = R(0);
+        for (int i = lane; i < rows; i += kWarp) amax = fmax(amax, cabs(xj[i]));
+        amax = warp_max(amax);
+        double scaled = 0.0;
+        if (amax > R(0)) {
+          for (int i = lane; i < rows; i += kWarp) scaled += abs2(widen(divide(xj[i], amax)));
+        }
+        length = amax * R(sqrt(warp_sum(scaled)));
+      }
+      if (lane == 0) sigma[j] = length;
     }
     __syncthreads();
     for (int j = tid; j < cols; j += blockDim.x) {
