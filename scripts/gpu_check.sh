@@ -1,28 +1,73 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, for a machine with a GPU and a CUDA
-# build of torch: build for sm_90 with the CUDA kernels required, run the test
-# suite (the CUDA cases run there), then the GPU benchmark. Logs and JSON go to
-# $OUT (default ./gpu_out).
+# build of torch (no network needed: it installs nothing but this package):
+#   1. build for sm_90 with the CUDA kernels required          (cap BUILD_S)
+#   2. the test suite's CUDA cases (the CPU ones ran in CI)    (cap TESTS_S)
+#   3. compute-sanitizer memcheck and racecheck on every kernel (cap SANITIZER_S)
+#   4. the GPU benchmark, --quick first, then the whole suite   (cap BENCH_S)
+# Each phase runs under its own time cap, so one that hangs cannot eat the
+# next; the defaults add up to about 8 minutes. Exactly eight files go to $OUT
+# (default ./gpu_out): summary.txt, env.txt, build.log, tests.log,
+# sanitizer.log, bench.log, bench_quick.json, bench_cuda.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+BUILD_S=${BUILD_S:-210} TESTS_S=${TESTS_S:-120} SANITIZER_S=${SANITIZER_S:-60} BENCH_S=${BENCH_S:-90}
 export CONVSPECTRA_CUDA=ON CONVSPECTRA_CUDA_ARCHITECTURES=${CONVSPECTRA_CUDA_ARCHITECTURES:-90}
 export PYTHONUNBUFFERED=1
+summary="$OUT/summary.txt"
+: >"$summary"
 
-nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
-if ! "$PY" -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1; then
-  tail -60 "$OUT/build.log"
-  echo "gpu_check: build failed"
+phase() {  # phase NAME CAP LOG COMMAND...: run under the cap, record rc and seconds
+  local name=$1 cap=$2 log=$3
+  shift 3
+  local t0=$SECONDS
+  timeout --kill-after=10 "$cap" "$@" >>"$log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc seconds=$((SECONDS - t0)) cap=$cap$([ $rc -eq 124 ] && echo ' TIMED OUT')" | tee -a "$summary"
+  return $rc
+}
+
+{
+  nvidia-smi 2>&1 || true
+  command -v compute-sanitizer || echo "compute-sanitizer: not found"
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} >"$OUT/env.txt" 2>&1
+
+if ! phase build "$BUILD_S" "$OUT/build.log" "$PY" -m pip install --no-build-isolation --no-deps -v .; then
+  tail -40 "$OUT/build.log"
   exit 1
 fi
-grep -E "ptxas info|spill" "$OUT/build.log" | head -40 || true
-"$PY" -c "import json, convspectra as cs; print(json.dumps(cs.backend_info(), indent=1))" | tee "$OUT/backend.json"
+{
+  grep -E "ptxas info|spill" "$OUT/build.log" | head -40
+  "$PY" -c "import json, convspectra as cs; print(json.dumps(cs.backend_info(), indent=1))"
+} >>"$OUT/env.txt" 2>&1
 
-"$PY" -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log"
-tests_rc=${PIPESTATUS[0]}
-"$PY" -m convspectra.bench --device cuda ${BENCH_ARGS:-} --json "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.log"
-bench_rc=${PIPESTATUS[0]}
-echo "gpu_check: tests rc=$tests_rc bench rc=$bench_rc"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+# the CUDA cases only, spread over the cores when pytest-xdist is there
+xdist=()
+"$PY" -c "import xdist" 2>/dev/null && xdist=(-n 8)
+phase tests "$TESTS_S" "$OUT/tests.log" "$PY" -m pytest -q -rfE -k cuda "${xdist[@]}" tests
+tail -3 "$OUT/tests.log" | tee -a "$summary"
+
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool" >>"$OUT/sanitizer.log"
+    phase "sanitizer-$tool" $((SANITIZER_S / 2)) "$OUT/sanitizer.log" \
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "$PY" scripts/gpu_smoke.py cuda
+  done
+  grep -E "ERROR SUMMARY|gpu_smoke:" "$OUT/sanitizer.log" | tee -a "$summary"
+else
+  echo "sanitizer: compute-sanitizer not found; smoke run only" | tee -a "$summary"
+  phase smoke "$SANITIZER_S" "$OUT/sanitizer.log" "$PY" scripts/gpu_smoke.py cuda
+fi
+
+phase bench-quick $((BENCH_S / 4)) "$OUT/bench.log" \
+  "$PY" -m convspectra.bench --device cuda --quick --json "$OUT/bench_quick.json"
+phase bench $((BENCH_S * 3 / 4)) "$OUT/bench.log" \
+  "$PY" -m convspectra.bench --device cuda ${BENCH_ARGS:---min-run-time 0.1} --json "$OUT/bench_cuda.json"
+tail -60 "$OUT/bench.log"
+echo "== summary"
+cat "$summary"
+! grep -q "rc=[1-9]" "$summary"
