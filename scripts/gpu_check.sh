@@ -15,7 +15,7 @@ OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 BUILD_S=${BUILD_S:-210} TESTS_S=${TESTS_S:-120} SANITIZER_S=${SANITIZER_S:-60} BENCH_S=${BENCH_S:-90}
-export CONVSPECTRA_CUDA=ON CONVSPECTRA_CUDA_ARCHITECTURES=${CONVSPECTRA_CUDA_ARCHITECTURES:-90}
+export CONVSPECTRA_CUDA=ON CONVSPECTRA_CUDA_ARCHITECTURES=${CONVSPECTRA_CUDA_ARCHITECTURES:-90} CONVSPECTRA_PTXAS_VERBOSE=ON
 export PYTHONUNBUFFERED=1
 summary="$OUT/summary.txt"
 : >"$summary"
@@ -29,6 +29,11 @@ phase() {  # phase NAME CAP LOG COMMAND...: run under the cap, record rc and sec
   echo "$name rc=$rc seconds=$((SECONDS - t0)) cap=$cap$([ $rc -eq 124 ] && echo ' TIMED OUT')" | tee -a "$summary"
   return $rc
 }
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_check: no CUDA device visible to torch here; nothing was built or checked" | tee -a "$summary"
+  exit 2
+fi
 
 {
   nvidia-smi 2>&1 || true
