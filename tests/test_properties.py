@@ -123,4 +123,6 @@ def test_circular_spectrum_and_norms_match_the_dense_operator(case):
         for method in ("certified", "gram", "sum_taps", "reshape", "l1"):
             assert float(cs.spectral_norm(w, size, padding, method)) >= true - tol * scale, (kind, padding, method)
         exact = float(cs.spectral_norm(w, size, padding, "exact"))
-        assert abs(exact - true) <= 10 * tol * scale, (kind, padding)
+        # zero padding: Lanczos to its default tol = 1e-6 (relative, from below)
+        lanczos = 1e-6 * true if padding == "zeros" else 0.0
+        assert abs(exact - true) <= 10 * tol * scale + lanczos, (kind, padding)
