@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import convspectra as cs
-from conftest import DEVICES
+from conftest import DEVICES, dense_layer_operator
 
 
 def small_model():
@@ -127,3 +127,24 @@ def test_penalty_bad_arguments():
     with pytest.raises(ValueError, match="target must be a positive"):
         cs.nn.spectral_penalty(small_model(), (8, 8), target=-1.0)
     assert cs.nn.spectral_penalty(nn.Linear(3, 3), (8, 8)).item() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+@pytest.mark.parametrize("k,padding,dilation", [(2, 1, 1), (3, 2, 1), (3, 0, 1), (3, "valid", 1), (2, "same", 1),
+                                                (3, 3, 2), (5, 1, 1), (1, 1, 1)])
+def test_penalty_follows_the_layers_padding(mode, k, padding, dilation):
+    """Any padding amount, not only 'same': every bound at least the layer's
+    true norm (its dense operator), and for zero padding "exact" equal to it
+    (it fell below it when the layer was taken as 'same')."""
+    if mode == "circular" and padding == "same" and k % 2 == 0:
+        pytest.skip("torch has no 'same' circular padding for even kernels")
+    torch.manual_seed(k)
+    conv = torch.nn.Conv2d(3, 4, k, padding=padding, dilation=dilation, padding_mode=mode, bias=False).double()
+    H = W = 6
+    true = float(torch.linalg.matrix_norm(dense_layer_operator(conv, 3, H, W), 2))
+    for method in cs.spectrum.NORM_METHODS:
+        value = float(cs.nn.spectral_penalty(conv, (H, W), method, in_channels=3).detach())
+        if method == "exact" and mode == "zeros":
+            assert abs(value - true) <= 1e-6 * true, (method, value, true)
+        else:
+            assert value >= true * (1 - 1e-12), (method, value, true)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import _checks, linalg
-from .spectrum import NORM_METHODS, spectral_norm
+from .spectrum import NORM_METHODS, _zero_padded_norm, spectral_norm
 
 __all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes"]
 
@@ -66,6 +66,39 @@ def _effective_kernel(conv: nn.Conv2d, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _conv_padding(conv: nn.Conv2d, kh: int, kw: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding of conv for its effective (dilated) kernel kh x kw."""
+    if conv.padding == "valid":
+        return (0, 0, 0, 0)
+    if conv.padding == "same":  # as conv2d(padding="same"): the odd one out after
+        return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    ph, pw = conv.padding
+    return (pw, pw, ph, ph)
+
+
+def _layer_norm(conv: nn.Conv2d, w: torch.Tensor, H: int, W: int, method: str, norm_kwargs) -> torch.Tensor:
+    """A bound (or with method="exact", the value) of the norm of conv's
+    stride-1 operator with kernel w (one group, dilation spelt out) on H x W
+    inputs, with the layer's own padding amount and mode."""
+    kh, kw = w.shape[-2:]
+    pads = _conv_padding(conv, kh, kw)
+    same = pads == ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    if conv.padding_mode == "circular":
+        # the same operator on the input's own grid; another padding amount keeps
+        # rows of that circulant (fewer outputs) or repeats them (more): the
+        # norm grows by at most the square root of the largest repeat count
+        rows, cols = H + pads[2] + pads[3] - kh + 1, W + pads[0] + pads[1] - kw + 1
+        repeats = 1 if same else math.ceil(rows / H) * math.ceil(cols / W)
+        return repeats**0.5 * spectral_norm(_fold_kernel(w, H, W), (H, W), "circular", method, **norm_kwargs)
+    if method == "exact":  # the true operator, whatever its padding
+        tol = _checks.positive_float(norm_kwargs.get("tol", 1e-6), "tol")
+        max_iter = _checks.positive_int(norm_kwargs.get("max_iter", 1000), "max_iter")
+        return _zero_padded_norm(w, H, W, tol, max_iter, pads)
+    # every zero padding amount gives rows of the full convolution (or zero rows): the
+    # bounds of the layer on an input as large as the kernel hold for all of them
+    return spectral_norm(w, (max(H, kh), max(W, kw)), "zeros", method, **norm_kwargs)
+
+
 def spectral_penalty(
     module: nn.Module,
     input_size,
@@ -79,8 +112,13 @@ def spectral_penalty(
     ``module``, summed: a regulariser to add to a loss.
 
     Each layer is bounded at the input size it actually sees (recorded once
-    with ``conv_input_sizes``) with ``cs.spectral_norm(method=...)`` and its own
-    padding mode ('zeros' or 'circular'). A strided layer is bounded by its
+    with ``conv_input_sizes``) with ``cs.spectral_norm(method=...)``, its own
+    padding mode ('zeros' or 'circular') and padding amount: zero padding of
+    any amount is bounded by the bounds of the full convolution, and
+    ``method="exact"`` runs Lanczos on the layer's true operator; a circular
+    layer whose padding is not 'same' (more or fewer outputs than inputs) by
+    the circulant's norm times the square root of how often an output row
+    repeats (an upper bound, also for "exact"). A strided layer is bounded by its
     stride-1 norm (subsampling the output cannot increase it); a grouped layer
     by the largest of its groups' norms; dilation is spelt out as zero taps.
     With ``target``, each layer contributes ``relu(norm - target)`` instead,
@@ -105,13 +143,7 @@ def spectral_penalty(
         per_group = weight.shape[0] // conv.groups
         norm = None
         for g in range(conv.groups):
-            w = weight[g * per_group : (g + 1) * per_group]
-            kh, kw = w.shape[-2:]
-            if conv.padding_mode == "circular":  # the same operator on the input's own grid
-                w, size = _fold_kernel(w, H, W), (H, W)
-            else:  # zero padding: the layer is a sub-block of the one on an input as large as the kernel
-                size = (max(H, kh), max(W, kw))
-            n = spectral_norm(w, size, conv.padding_mode, method, **norm_kwargs)
+            n = _layer_norm(conv, weight[g * per_group : (g + 1) * per_group], H, W, method, norm_kwargs)
             norm = n if norm is None else torch.maximum(norm, n)
         term = norm if target is None else torch.relu(norm - target)
         total = term if total is None else total + term

@@ -748,12 +748,13 @@ def _same_padding(weight) -> tuple[int, int, int, int]:
     return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)  # conv2d(padding="same")
 
 
-def _zero_padded_norm(weight, H, W, tol, max_iter) -> torch.Tensor:
-    """||T|| of the zero-padded 'same' conv by Lanczos on T^T T with full
+def _zero_padded_norm(weight, H, W, tol, max_iter, pads=None) -> torch.Tensor:
+    """||T|| of the zero-padded conv (padding ``pads`` = (left, right, top,
+    bottom), 'same' by default) by Lanczos on T^T T with full
     reorthogonalisation, restarted every LANCZOS_BASIS steps from the Ritz
     vector; warm-started from the top circular mode. The result is ||T y|| for
     the final unit Ritz vector y, so its gradient is u y^T."""
-    pads = _same_padding(weight)
+    pads = _same_padding(weight) if pads is None else tuple(pads)
     left, top = pads[0], pads[2]
 
     def T(x, w):
