@@ -269,7 +269,15 @@ cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& pla
   const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
   plan.in_shared = shared_layout.shared_bytes <= limits.shared_optin;
   const int pairs = (cols + 1) / 2;
-  plan.threads = kWarp * std::max(1, std::min(kMaxWarps, pairs));
+  // at most what the compiled kernel can launch: at 128 registers per thread
+  // (complex128 with vectors) 512 threads fill the 64 K-register file exactly
+  cudaFuncAttributes attr{};
+  const cudaError_t attr_err = cudaFuncGetAttributes(
+      &attr, want_uv ? reinterpret_cast<const void*>(jacobi_svd_kernel<E, true>)
+                     : reinterpret_cast<const void*>(jacobi_svd_kernel<E, false>));
+  if (attr_err != cudaSuccess) return attr_err;
+  const int max_warps = std::max(1, attr.maxThreadsPerBlock / kWarp);
+  plan.threads = kWarp * std::max(1, std::min({kMaxWarps, pairs, max_warps}));
   if (plan.in_shared) {
     plan.shared_bytes = shared_layout.shared_bytes;
     plan.blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
