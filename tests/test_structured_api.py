@@ -112,7 +112,8 @@ def test_penalty_structured(device, kind):
         model[0].weight.copy_(structured_kernel(kind, 4, 3, 3, seed=3))
         model[2].weight.copy_(structured_kernel(kind, 4, 4, 3, seed=4))
     model.to(device)
-    true = float(dense_svdvals(model[0].weight, (8, 8), "zeros")[0] + dense_svdvals(model[2].weight, (8, 8))[0])
+    true = float(dense_svdvals(model[0].weight.detach(), (8, 8), "zeros")[0]
+                 + dense_svdvals(model[2].weight.detach(), (8, 8))[0])
     for method in NONCHEAP:
         value = float(cs.nn.spectral_penalty(model, (8, 8), method).detach())
         if method == "exact":
