@@ -26,7 +26,7 @@ phase() {  # phase NAME CAP LOG COMMAND...: run under the cap, record rc and sec
   local t0=$SECONDS
   timeout --kill-after=10 "$cap" "$@" >>"$log" 2>&1
   local rc=$?
-  echo "$name rc=$rc seconds=$((SECONDS - t0)) cap=$cap$([ $rc -eq 124 ] && echo ' TIMED OUT')" | tee -a "$summary"
+  echo "$name rc=$rc seconds=$((SECONDS - t0)) cap=$cap$([ $rc -eq 124 ] || [ $rc -eq 137 ] && echo ' TIMED OUT')" | tee -a "$summary"
   return $rc
 }
 

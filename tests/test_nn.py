@@ -136,8 +136,6 @@ def test_penalty_follows_the_layers_padding(mode, k, padding, dilation):
     """Any padding amount, not only 'same': every bound at least the layer's
     true norm (its dense operator), and for zero padding "exact" equal to it
     (it fell below it when the layer was taken as 'same')."""
-    if mode == "circular" and padding == "same" and k % 2 == 0:
-        pytest.skip("torch has no 'same' circular padding for even kernels")
     torch.manual_seed(k)
     conv = torch.nn.Conv2d(3, 4, k, padding=padding, dilation=dilation, padding_mode=mode, bias=False).double()
     H = W = 6
@@ -148,3 +146,13 @@ def test_penalty_follows_the_layers_padding(mode, k, padding, dilation):
             assert abs(value - true) <= 1e-6 * true, (method, value, true)
         else:
             assert value >= true * (1 - 1e-12), (method, value, true)
+
+
+def test_penalty_checks_the_norm_arguments_for_every_layer():
+    conv = torch.nn.Conv2d(3, 4, 2, padding=1, bias=False)
+    with pytest.raises(TypeError, match="tolerance"):
+        cs.nn.spectral_penalty(conv, (6, 6), "exact", tolerance=1e-3)
+    with pytest.raises(ValueError, match="steps"):
+        cs.nn.spectral_penalty(conv, (6, 6), "exact", steps=999)
+    with pytest.raises(ValueError, match="tol"):
+        cs.nn.spectral_penalty(conv, (6, 6), "exact", tol=-1.0)

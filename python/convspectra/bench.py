@@ -509,27 +509,37 @@ def main(argv=None) -> int:
     mem = _CpuMemory()
     bandwidth = _copy_bandwidth(device)
     rows = []
+    meta = _meta(device, args.quick, bandwidth)
     for case in cases:
         rows.append(run_case(case, device, min_run_time, mem, bandwidth))
         print(f"  {case.name} {case.direction}: ratio {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
-    meta = {
+        if args.json:  # after every case: a run cut short (a time cap) keeps what it measured
+            _write_json(args.json, meta, rows)
+    print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
+    print(format_table(rows))
+    if args.json:
+        _write_json(args.json, meta, rows)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _write_json(path, meta, rows) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+
+
+def _meta(device, quick: bool, bandwidth) -> dict:
+    return {
         "torch": torch.__version__,
         "device": str(device),
         "device_name": _device_name(device),
         "git_revision": _git_revision(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "quick": args.quick,
+        "quick": quick,
         "copy_bandwidth_bytes_per_s": bandwidth,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "backend": cs.backend_info(),
     }
-    print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    return 0 if all(r["ok"] for r in rows) else 1
 
 
 if __name__ == "__main__":
