@@ -44,6 +44,19 @@ def rows_of_jacobian(f, x):
     return torch.stack([torch.autograd.grad(y[i], x, retain_graph=True)[0] for i in range(y.numel())])
 
 
+def check_grad_and_jacrev(f, x, weights):
+    """torch.func.grad of the weighted sum of f against plain autograd, and
+    torch.func.jacrev of f against one backward per output; returns (loss, jacobian)."""
+
+    def loss(X):
+        return (f(X) * weights).sum()
+
+    assert rel_err(torch.func.grad(loss)(x), grad_of(loss, x)) < 1e-12
+    jac = torch.func.jacrev(f)(x)
+    assert rel_err(jac.reshape(weights.numel(), -1), rows_of_jacobian(f, x).flatten(1)) < 1e-12
+    return loss, jac
+
+
 # ----------------------------------------------------------- matrix functions
 # (public function, the same in plain torch)
 LINALG = {
@@ -86,13 +99,7 @@ def test_linalg_func_transforms_match_autograd_and_loops(device, shape, name):
     f, f_ref = LINALG[name]
     A = torch.randn(2, *shape, dtype=F64, device=device)
     weights = torch.randn_like(f(A))
-
-    def loss(X):
-        return (f(X) * weights).sum()
-
-    assert rel_err(torch.func.grad(loss)(A), grad_of(loss, A)) < 1e-12
-    jac = torch.func.jacrev(f)(A)
-    assert rel_err(jac.reshape(weights.numel(), -1), rows_of_jacobian(f, A).flatten(1)) < 1e-12
+    loss, jac = check_grad_and_jacrev(f, A, weights)
     assert rel_err(torch.func.jacfwd(f)(A), jac) < 1e-10
     batch = torch.randn(3, 2, *shape, dtype=F64, device=device)
     assert rel_err(torch.vmap(f)(batch), torch.stack([f(X) for X in batch])) < 1e-12
@@ -174,13 +181,7 @@ def test_spectrum_func_transforms(device, name):
     f, f_ref, vmaps = SPECTRUM[name]
     w = torch.randn(2, 2, 3, 3, dtype=F64, device=device)
     weights = torch.rand_like(f(w))
-
-    def loss(x):
-        return (f(x) * weights).sum()
-
-    assert rel_err(torch.func.grad(loss)(w), grad_of(loss, w)) < 1e-12
-    jac = torch.func.jacrev(f)(w)
-    assert rel_err(jac.reshape(weights.numel(), -1), rows_of_jacobian(f, w).flatten(1)) < 1e-12
+    loss, _ = check_grad_and_jacrev(f, w, weights)
     if f_ref is not None:
         expected = torch.autograd.functional.hessian(lambda x: (f_ref(x) * weights).sum(), w)
         assert rel_err(torch.func.hessian(loss)(w), expected) < 1e-9

@@ -37,35 +37,38 @@ def check_values(S, A, dtype):
     assert bool((S >= 0).all())
 
 
+def structured_inputs(kind, dtype, device):
+    """A batch of the kind for every shape and scale: yields (m, n, A)."""
+    for i, (m, n) in enumerate(SHAPES):
+        for j, scale in enumerate(scales(dtype)):
+            yield m, n, structured_batch(kind, BATCH, m, n, dtype, seed=100 * i + j, scale=scale).to(device)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", MATRIX_KINDS)
 def test_svdvals_structured(device, dtype, kind):
-    for i, (m, n) in enumerate(SHAPES):
-        for j, scale in enumerate(scales(dtype)):
-            A = structured_batch(kind, BATCH, m, n, dtype, seed=100 * i + j, scale=scale).to(device)
-            check_values(cs.linalg.svdvals(A), A, dtype)
+    for _, _, A in structured_inputs(kind, dtype, device):
+        check_values(cs.linalg.svdvals(A), A, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", MATRIX_KINDS)
 def test_svd_structured(device, dtype, kind):
-    for i, (m, n) in enumerate(SHAPES):
-        for j, scale in enumerate(scales(dtype)):
-            A = structured_batch(kind, BATCH, m, n, dtype, seed=100 * i + j, scale=scale).to(device)
-            U, S, Vh = cs.linalg.svd(A)
-            check_values(S, A, dtype)
-            k = min(m, n)
-            tol = 8 * max(m, n) * eps(dtype)
-            assert bool(((S - cs.linalg.svdvals(A)).abs() <= tol * S[..., :1]).all()), "svd and svdvals disagree"
-            eye = torch.eye(k, dtype=dtype, device=device)
-            assert float((U.mH @ U - eye).abs().max()) <= tol, "U not orthonormal"
-            assert float((Vh @ Vh.mH - eye).abs().max()) <= tol, "V not orthonormal"
-            # reconstruction relative to ||A||_2, computed where it cannot overflow
-            norm = S[..., :1, None].clamp_min(torch.finfo(S.dtype).tiny)
-            rebuilt = (U * (S / norm[..., 0]).unsqueeze(-2).to(dtype)) @ Vh
-            assert float((rebuilt - A / norm.to(dtype)).abs().max()) <= tol, "U S V^H != A"
+    for m, n, A in structured_inputs(kind, dtype, device):
+        U, S, Vh = cs.linalg.svd(A)
+        check_values(S, A, dtype)
+        k = min(m, n)
+        tol = 8 * max(m, n) * eps(dtype)
+        assert bool(((S - cs.linalg.svdvals(A)).abs() <= tol * S[..., :1]).all()), "svd and svdvals disagree"
+        eye = torch.eye(k, dtype=dtype, device=device)
+        assert float((U.mH @ U - eye).abs().max()) <= tol, "U not orthonormal"
+        assert float((Vh @ Vh.mH - eye).abs().max()) <= tol, "V not orthonormal"
+        # reconstruction relative to ||A||_2, computed where it cannot overflow
+        norm = S[..., :1, None].clamp_min(torch.finfo(S.dtype).tiny)
+        rebuilt = (U * (S / norm[..., 0]).unsqueeze(-2).to(dtype)) @ Vh
+        assert float((rebuilt - A / norm.to(dtype)).abs().max()) <= tol, "U S V^H != A"
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -33,6 +33,22 @@ CS_HD E reciprocal(E z) {
   return divide(divide(conj(z), a), a);
 }
 
+// The row r >= p of the largest |B[r][p]| (by |re| + |im|, LAPACK's choice).
+template <typename E>
+CS_HD int pivot_row(const E* B, int n, int p) {
+  using R = real_t<E>;
+  int r = p;
+  R best = abs1(B[p * n + p]);
+  for (int i = p + 1; i < n; ++i) {
+    const R v = abs1(B[i * n + p]);
+    if (v > best) {
+      best = v;
+      r = i;
+    }
+  }
+  return r;
+}
+
 // In-place inverse of the n x n row-major B by Gauss-Jordan with partial
 // (row) pivoting; column (n) and perm (n) are scratch. Why pivoting although
 // the Hermitian part of B is positive definite (every pivot is nonzero): with a
@@ -45,15 +61,7 @@ template <typename E>
 CS_HD void invert_with_pivoting(E* B, int n, E* column, int* perm) {
   using R = real_t<E>;
   for (int p = 0; p < n; ++p) {
-    int r = p;
-    R best = abs1(B[p * n + p]);
-    for (int i = p + 1; i < n; ++i) {
-      const R v = abs1(B[i * n + p]);
-      if (v > best) {
-        best = v;
-        r = i;
-      }
-    }
+    const int r = pivot_row(B, n, p);
     perm[p] = r;
     if (r != p) {
       for (int j = 0; j < n; ++j) {

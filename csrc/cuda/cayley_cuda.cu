@@ -43,18 +43,7 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
     }
     __syncthreads();
     for (int p = 0; p < n; ++p) {
-      if (tid == 0) {  // the pivot row: O(n) of the step's O(n^2) work
-        int r = p;
-        R best = abs1(B[p * n + p]);
-        for (int i = p + 1; i < n; ++i) {
-          const R v = abs1(B[i * n + p]);
-          if (v > best) {
-            best = v;
-            r = i;
-          }
-        }
-        perm[p] = r;
-      }
+      if (tid == 0) perm[p] = pivot_row(B, n, p);  // O(n) of the step's O(n^2) work
       __syncthreads();
       const int r = perm[p];
       if (r != p) {

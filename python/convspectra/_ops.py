@@ -542,33 +542,33 @@ def _apply(function, op, *args):
     return op(*args) if torch.compiler.is_compiling() else function.apply(*args)
 
 
-class _Refused(torch.autograd.Function):
-    """Identity on a gradient that must not be differentiated again: its
-    backward and jvp raise."""
+class _RaiseOnDerivative(torch.autograd.Function):
+    """Identity on x, connected to x and to source (a tensor x was computed
+    from without autograd, or None): any derivative through it, backward or
+    jvp, raises RuntimeError(message)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad, name):
-        return grad.clone()
+    def forward(x, source, message):
+        return x.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.name = inputs[1]
+        ctx.message = inputs[2]
 
     @staticmethod
-    def backward(ctx, _):
-        raise RuntimeError(f"{ctx.name}: double backward is not supported; its gradient is exact to first order "
-                           "only (a vector found without autograd is held fixed)")
+    def backward(ctx, *_):
+        raise RuntimeError(ctx.message)
 
     @staticmethod
     def jvp(ctx, *_):
-        _Refused.backward(ctx, None)
+        raise RuntimeError(ctx.message)
 
 
 class _FirstOrderOnly(torch.autograd.Function):
-    """Identity whose gradient, when the backward is recorded, comes out
-    through _Refused."""
+    """Identity whose gradient, when the backward is recorded, cannot be
+    differentiated again."""
 
     generate_vmap_rule = True
 
@@ -582,42 +582,23 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return (_Refused.apply(grad, ctx.name) if differentiating_backward() else grad), None
+        if not differentiating_backward():
+            return grad, None
+        message = (f"{ctx.name}: double backward is not supported; its gradient is exact to first order only "
+                   "(a vector found without autograd is held fixed)")
+        return _RaiseOnDerivative.apply(grad, None, message), None
 
     @staticmethod
     def jvp(ctx, dx, _):
         return dx
 
 
-class _NotDifferentiable(torch.autograd.Function):
-    """out, connected to source so that any derivative through it raises
-    (instead of autograd or torch.func silently treating it as a constant)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(out, source, name):
-        return out.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.name = inputs[2]
-
-    @staticmethod
-    def backward(ctx, _):
-        raise RuntimeError(f"{ctx.name} is not differentiable (a projection step, meant for use between "
-                           "optimiser steps under torch.no_grad())")
-
-    @staticmethod
-    def jvp(ctx, *_):
-        _NotDifferentiable.backward(ctx, None)
-
-
 def not_differentiable(out: torch.Tensor, source: torch.Tensor, name: str) -> torch.Tensor:
     """out, computed from source without autograd; a derivative of it raises."""
     if torch.compiler.is_compiling() or not torch.is_grad_enabled():
         return out
-    return _NotDifferentiable.apply(out, source, name)
+    return _RaiseOnDerivative.apply(out, source, f"{name} is not differentiable (a projection step, meant for "
+                                                 "use between optimiser steps under torch.no_grad())")
 
 
 def first_order_only(x: torch.Tensor, name: str) -> torch.Tensor:

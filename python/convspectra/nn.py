@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import _checks, linalg
-from .spectrum import NORM_METHODS, _zero_padded_norm, spectral_norm
+from .spectrum import NORM_METHODS, _zero_padded_norm, _norm_options, spectral_norm
 
 __all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes"]
 
@@ -91,12 +91,8 @@ def _layer_norm(conv: nn.Conv2d, w: torch.Tensor, H: int, W: int, method: str, n
         repeats = 1 if same else math.ceil(rows / H) * math.ceil(cols / W)
         return repeats**0.5 * spectral_norm(_fold_kernel(w, H, W), (H, W), "circular", method, **norm_kwargs)
     if method == "exact":  # the true operator, whatever its padding
-        unknown = set(norm_kwargs) - {"tol", "max_iter", "steps"}
-        if unknown:
-            raise TypeError(f"spectral_penalty: unexpected keyword arguments {sorted(unknown)} for spectral_norm")
-        spectral_norm(w[:1, :1, :1, :1], (1, 1), "circular", "sum_taps", **norm_kwargs)  # the same checks
-        tol = norm_kwargs.get("tol", 1e-6)
-        return _zero_padded_norm(w, H, W, float(tol), int(norm_kwargs.get("max_iter", 1000)), pads)
+        tol, max_iter, _ = _norm_options(**norm_kwargs)  # spectral_norm's own checks
+        return _zero_padded_norm(w, H, W, tol, max_iter, pads)
     # every zero padding amount gives rows of the full convolution (or zero rows): the
     # bounds of the layer on an input as large as the kernel hold for all of them
     return spectral_norm(w, (max(H, kh), max(W, kw)), "zeros", method, **norm_kwargs)

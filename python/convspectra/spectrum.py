@@ -672,11 +672,7 @@ def spectral_norm(
     padding = _checks.check_padding(padding)
     if method not in NORM_METHODS:
         raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
-    tol = _checks.positive_float(tol, "tol")
-    max_iter = _checks.positive_int(max_iter, "max_iter")
-    steps = _checks.positive_int(steps, "steps")
-    if steps > MAX_GRAM_STEPS:
-        raise ValueError(f"steps must be <= {MAX_GRAM_STEPS}, got {steps}")
+    tol, max_iter, steps = _norm_options(tol, max_iter, steps)
     if method in CHEAP_METHODS:
         bound = _tap_bound(weight, method)
         # NaN for NaN or Inf taps, as every other method (the Schur test alone would give Inf)
@@ -695,6 +691,16 @@ def spectral_norm(
     if method == "gram":
         return _max_over_frequencies(weight, H, W, lambda A: _ops.gram_bound(A, steps))
     return _max_over_frequencies(weight, H, W, _top_singular_value)
+
+
+def _norm_options(tol: float = 1e-6, max_iter: int = 1000, steps: int = GRAM_STEPS) -> tuple[float, int, int]:
+    """spectral_norm's keyword options, checked: (tol, max_iter, steps)."""
+    tol = _checks.positive_float(tol, "tol")
+    max_iter = _checks.positive_int(max_iter, "max_iter")
+    steps = _checks.positive_int(steps, "steps")
+    if steps > MAX_GRAM_STEPS:
+        raise ValueError(f"steps must be <= {MAX_GRAM_STEPS}, got {steps}")
+    return tol, max_iter, steps
 
 
 def _top_singular_value(A: torch.Tensor) -> torch.Tensor:
