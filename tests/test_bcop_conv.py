@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from helpers import DEVICES, rel_err
 
 # (in, out, k, stride, H, W): square, tall, wide, odd channel counts, even k,
 # k = 1, strided (iso- and co-isometric)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DTYPES, DEVICES, rel_err
-from conftest import dtype_tol as tol
+from helpers import DTYPES, DEVICES, rel_err
+from helpers import dtype_tol as tol
 
 # square, tall, wide, on both sides of the CPU's serial / batched split (m = 16)
 # and, on a GPU, both sides of its 64-row register tile (m <= 128 stays in shared memory)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DTYPES, DEVICES, rel_err
-from conftest import dtype_tol as tol
+from helpers import DTYPES, DEVICES, rel_err
+from helpers import dtype_tol as tol
 
 # square, tall, wide, on both sides of the CPU's serial / batched split (n = 32)
 SHAPES = [(1, 1), (4, 4), (6, 3), (3, 6), (32, 32), (40, 40), (50, 36), (36, 50)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
+from helpers import DEVICES, rel_err
 
 # (in, out, k, stride, H, W): square, tall, wide, strided (iso- and co-isometric), odd sizes, even k
 CASES = [(4, 4, 3, 1, 6, 7), (3, 5, 3, 1, 5, 6), (5, 3, 2, 1, 6, 5), (2, 8, 3, 2, 8, 6), (4, 8, 3, 2, 8, 6),

@@ -20,7 +20,7 @@ W = torch.randn(4, 3, 3, 3)
         (torch.ones(4, 3, 0, 3), ValueError, "weight must be non-empty"),
     ],
 )
-@pytest.mark.parametrize("fn", [cs.singular_values, cs.symbol, cs.svd, cs.spectral_norm, cs.reference.singular_values])
+@pytest.mark.parametrize("fn", [cs.singular_values, cs.symbol, cs.conv_svd, cs.spectral_norm, cs.reference.singular_values])
 def test_bad_weight(fn, weight, exc, match):
     with pytest.raises(exc, match=match):
         fn(weight, (8, 8))
@@ -39,7 +39,7 @@ def test_bad_weight(fn, weight, exc, match):
         ((8, 2), ValueError, "larger than input_size"),
     ],
 )
-@pytest.mark.parametrize("fn", [cs.singular_values, cs.symbol, cs.svd, cs.spectral_norm])
+@pytest.mark.parametrize("fn", [cs.singular_values, cs.symbol, cs.conv_svd, cs.spectral_norm])
 def test_bad_input_size(fn, size, exc, match):
     with pytest.raises(exc, match=match):
         fn(W, size)

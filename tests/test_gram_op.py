@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DTYPES, DEVICES, dtype_tol, rel_err
+from helpers import DTYPES, DEVICES, dtype_tol, rel_err
 
 # both sides of the CPU's serial / batched split (min(m, n) = 32)
 SHAPES = [(1, 1), (3, 5), (5, 3), (8, 8), (32, 20), (20, 32), (33, 33), (70, 40)]

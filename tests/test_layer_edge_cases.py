@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import dense_layer_operator as dense
-from conftest import rel_err
+from helpers import dense_layer_operator as dense
+from helpers import rel_err
 
 LAYERS = [cs.nn.CayleyConv2d, cs.nn.BCOPConv2d]
 LAYER_IDS = [c.__name__ for c in LAYERS]

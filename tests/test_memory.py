@@ -1,5 +1,5 @@
 """Bounded memory: the spectrum is computed in blocks of frequencies (rows and
-columns of the grid) of at most spectrum.CHUNK_ELEMENTS complex entries, and
+columns of the grid) of at most _grid.CHUNK_ELEMENTS complex entries, and
 the results do not depend on the blocking. Under an address-space limit: a
 layer whose frequency-column transform alone would take 0.8 GB runs in a
 fraction of that, and a 16 MiB spectrum is assembled (sorted, with
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from convspectra import spectrum
-from conftest import DEVICES
+from convspectra.spectrum import _grid, circular, zero_padding
+from helpers import DEVICES
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -37,8 +37,8 @@ def test_results_do_not_depend_on_the_blocking(device, chunk, monkeypatch):
                 cs.spectral_norm(w.detach(), size, method="gram"), cs.clip_singular_values(w.detach(), size, 0.5)]
 
     default = everything()
-    monkeypatch.setattr(spectrum, "CHUNK_ELEMENTS", chunk)
-    monkeypatch.setattr(spectrum, "ASSEMBLY_ELEMENTS", chunk)  # the sorted output placed a few values at a time
+    monkeypatch.setattr(_grid, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(circular, "ASSEMBLY_ELEMENTS", chunk)  # the sorted output placed a few values at a time
     for a, b in zip(everything(), default):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -78,18 +78,18 @@ def test_large_layer_under_an_address_space_limit():
 
 ASSEMBLY_PROBE = textwrap.dedent("""
     import resource, sys, torch, convspectra as cs
-    from convspectra import spectrum
+    from convspectra.spectrum import _grid, circular, zero_padding
     torch.set_num_threads(2)
 
     def status(key):
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
 
-    spectrum.CHUNK_ELEMENTS = 1 << 16  # a 0.5 MiB working budget: the assembly dominates
+    _grid.CHUNK_ELEMENTS = 1 << 16  # a 0.5 MiB working budget: the assembly dominates
     w = torch.randn(4, 4, 3, 3)
     expected = cs.singular_values(w, (1024, 1024))  # unlimited: the answer, and every first-call allocation
     # the same from the plain multiset and sort
-    assert torch.equal(expected, spectrum._with_multiplicity(spectrum._circular_half(w, 1024, 1024), 1024)
+    assert torch.equal(expected, _grid.with_multiplicity(_grid.circular_half(w, 1024, 1024), 1024)
                        .sort(descending=True).values)
     del expected
     limit = status("VmSize:") + int(sys.argv[1]) * 2**20
@@ -109,7 +109,7 @@ def test_spectrum_assembly_within_three_times_the_output():
 def test_column_blocks_of_a_wide_layer_are_bounded():
     """The issue's case, 1024 x 1024 x 3 x 3 at 224: its whole column transform
     is 2.8 GB; every block holds at most CHUNK_ELEMENTS complex entries."""
-    blocks = spectrum._column_blocks(224 // 2 + 1, (1024, 1024, 3, 3))
+    blocks = _grid.column_blocks(224 // 2 + 1, (1024, 1024, 3, 3))
     assert blocks[0][0] == 0 and blocks[-1][1] == 113
     assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))
-    assert max((v1 - v0) * 3 * 1024 * 1024 for v0, v1 in blocks) <= spectrum.CHUNK_ELEMENTS
+    assert max((v1 - v0) * 3 * 1024 * 1024 for v0, v1 in blocks) <= _grid.CHUNK_ELEMENTS

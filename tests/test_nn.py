@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import convspectra as cs
-from conftest import DEVICES, dense_layer_operator
+from helpers import DEVICES, dense_layer_operator
 from structured import structured_kernel
 
 
@@ -144,7 +144,7 @@ def test_penalty_follows_the_layers_padding(mode, k, padding, dilation, kind):
         conv.weight.copy_(structured_kernel(kind, 4, 3, k, seed=k))
     H = W = 6
     true = float(torch.linalg.matrix_norm(dense_layer_operator(conv, 3, H, W), 2))
-    for method in cs.spectrum.NORM_METHODS:
+    for method in cs.norms.NORM_METHODS:
         value = float(cs.nn.spectral_penalty(conv, (H, W), method, in_channels=3).detach())
         if method == "exact" and mode == "zeros":
             assert abs(value - true) <= 1e-6 * true + 1e-12, (method, value, true)
@@ -157,6 +157,9 @@ def test_penalty_checks_the_norm_arguments_for_every_layer():
     with pytest.raises(TypeError, match="tolerance"):
         cs.nn.spectral_penalty(conv, (6, 6), "exact", tolerance=1e-3)
     with pytest.raises(ValueError, match="steps"):
-        cs.nn.spectral_penalty(conv, (6, 6), "exact", steps=999)
+        cs.nn.spectral_penalty(conv, (6, 6), "gram", steps=999)
+    # steps belongs to the Gram iteration: the exact norm neither checks nor uses it
+    exact = cs.nn.spectral_penalty(conv, (6, 6), "exact")
+    assert torch.equal(cs.nn.spectral_penalty(conv, (6, 6), "exact", steps=999), exact)
     with pytest.raises(ValueError, match="tol"):
         cs.nn.spectral_penalty(conv, (6, 6), "exact", tol=-1.0)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import convspectra as cs
-from conftest import DEVICES, dense_svdvals, rel_err
+from helpers import DEVICES, dense_svdvals, rel_err
 
 CASES = [(4, 3, 3, 3, 6, 7), (3, 5, 2, 2, 5, 6), (6, 6, 5, 5, 8, 8), (2, 4, 4, 3, 7, 5), (5, 5, 1, 1, 4, 4)]
 IDS = ["x".join(map(str, c)) for c in CASES]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, rel_err
-from conftest import dense_layer_operator as dense
+from helpers import DEVICES, rel_err
+from helpers import dense_layer_operator as dense
 
 LAYERS = [cs.nn.CayleyConv2d, cs.nn.BCOPConv2d]
 # (in, out, k, stride, H, W): square, tall, wide, odd channel counts, even k, k = 1,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convspectra as cs
-from conftest import dense_svdvals
+from helpers import dense_svdvals
 from structured import KERNEL_KINDS, MATRIX_KINDS, structured_kernel, structured_matrix
 
 settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None,

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from convspectra import spectrum
-from conftest import DEVICES, dense_svdvals, rel_err
+from convspectra.spectrum import _grid, circular, zero_padding
+from helpers import DEVICES, dense_svdvals, rel_err
 
 # (c_out, c_in, kh, kw, H, W): c_out != c_in both ways, odd and even and
 # non-square kernels, k = 1, H != W, odd and even W (half-grid multiplicities),
@@ -62,8 +62,8 @@ def test_symbol_is_fft2_of_the_kernel(device):
     assert S.shape == (5, 6, 3, 4)
     assert torch.equal(S, torch.fft.fft2(weight, s=(5, 6)).permute(2, 3, 0, 1))
     # the half-grid blocks used by singular_values evaluate the same symbol
-    rows, cols = spectrum._dft_angles(5, device), spectrum._dft_angles(6, device, 4)
-    for u0, u1, v0, v1, F, _, _ in spectrum._grid_symbols(weight, rows, cols):
+    rows, cols = _grid.dft_angles(5, device), _grid.dft_angles(6, device, 4)
+    for u0, u1, v0, v1, F, _, _ in _grid.grid_symbols(weight, rows, cols):
         assert rel_err(F, S[u0:u1, v0:v1]) < 1e-14
     # F is the transfer function of the circular *convolution* with the taps:
     # ifft2(F(w) fft2(x)) equals conv2d (a correlation) with the flipped kernel.
@@ -83,10 +83,10 @@ def test_chunked_path_matches_and_is_bounded(device, keep_vectors, monkeypatch):
     (g_full,) = torch.autograd.grad((full * probe).sum(), weight)
 
     limit = 5 * 5 * 4  # one frequency row of the half grid (W//2 + 1 = 5)
-    monkeypatch.setattr(spectrum, "CHUNK_ELEMENTS", limit)
-    monkeypatch.setattr(spectrum, "KEEP_VECTORS_ELEMENTS", 1 << 20 if keep_vectors else 0)
+    monkeypatch.setattr(_grid, "CHUNK_ELEMENTS", limit)
+    monkeypatch.setattr(_grid, "KEEP_VECTORS_ELEMENTS", 1 << 20 if keep_vectors else 0)
     seen = []
-    real_svdvals, real_svd = spectrum._ops.svdvals, spectrum._ops.svd
+    real_svdvals, real_svd = cs.linalg.svdvals, cs.linalg.svd
 
     def spy(fn):
         def wrapped(A):
@@ -94,8 +94,8 @@ def test_chunked_path_matches_and_is_bounded(device, keep_vectors, monkeypatch):
             return fn(A)
         return wrapped
 
-    monkeypatch.setattr(spectrum._ops, "svdvals", spy(real_svdvals))
-    monkeypatch.setattr(spectrum._ops, "svd", spy(real_svd))
+    monkeypatch.setattr(cs.linalg, "svdvals", spy(real_svdvals))
+    monkeypatch.setattr(cs.linalg, "svd", spy(real_svd))
     chunked = cs.singular_values(weight, (9, 8))
     forward = len(seen)
     (g_chunked,) = torch.autograd.grad((chunked * probe).sum(), weight)
@@ -147,7 +147,7 @@ def test_spectral_norm_gradcheck(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_svd_of_the_symbol(device):
     weight = torch.randn(5, 3, 3, 3, dtype=torch.float64, device=device)
-    U, S, Vh = cs.svd(weight, (4, 5))
+    U, S, Vh = cs.conv_svd(weight, (4, 5))
     assert U.shape == (4, 5, 5, 3) and S.shape == (4, 5, 3) and Vh.shape == (4, 5, 3, 3)
     assert rel_err(U @ torch.diag_embed(S.to(U.dtype)) @ Vh, cs.symbol(weight, (4, 5))) < 1e-12
     assert rel_err(S.flatten().sort(descending=True).values, cs.singular_values(weight, (4, 5))) < 1e-12
@@ -235,7 +235,7 @@ def fourier_block_diagonal_values(weight, H, W):
 def test_pinched_values_are_the_fourier_block_diagonal(device, shape, size):
     w = torch.randn(shape, dtype=torch.float64)
     expected = fourier_block_diagonal_values(w, *size)
-    ours = spectrum._pinched_values(w.to(device), *size)
+    ours = zero_padding.pinched_values(w.to(device), *size)
     assert ours.device.type == device
     assert rel_err(ours.sort(descending=True).values, expected) < 1e-12
     # a pinching keeps the trace and is majorized by the full spectrum (Ky Fan):
@@ -248,16 +248,16 @@ def test_pinched_values_are_the_fourier_block_diagonal(device, shape, size):
 
 def test_clustered_regime_detection():
     g = torch.Generator().manual_seed(3)
-    half = lambda w, H, W: spectrum._circular_half(w, H, W)  # noqa: E731
-    assert spectrum._is_clustered(half(centre_dominated(4, 4, 3, g), 12, 12))
-    assert spectrum._is_clustered(half(centre_dominated(1, 1, 3, g), 8, 8))
-    assert not spectrum._is_clustered(half(torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), 12, 12))
+    half = lambda w, H, W: _grid.circular_half(w, H, W)  # noqa: E731
+    assert zero_padding.is_clustered(half(centre_dominated(4, 4, 3, g), 12, 12))
+    assert zero_padding.is_clustered(half(centre_dominated(1, 1, 3, g), 8, 8))
+    assert not zero_padding.is_clustered(half(torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64), 12, 12))
     # one branch that sweeps a wide band is no cluster
-    assert not spectrum._is_clustered(half(torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), 8, 8))
+    assert not zero_padding.is_clustered(half(torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), 8, 8))
     # the identity plus random taps as large: the branches overlap
     w = torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64) / 6
     w[:, :, 1, 1] += torch.eye(4, dtype=torch.float64)
-    assert not spectrum._is_clustered(half(w, 12, 12))
+    assert not zero_padding.is_clustered(half(w, 12, 12))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -268,7 +268,7 @@ def test_zero_padding_beats_circular_for_centre_dominated_kernels(device, case):
     g = torch.Generator().manual_seed(99)
     for _ in range(3):
         w = centre_dominated(c_out, c_in, k, g).to(device)
-        assert spectrum._is_clustered(spectrum._circular_half(w, H, W))
+        assert zero_padding.is_clustered(_grid.circular_half(w, H, W))
         exact = dense_svdvals(w, (H, W), "zeros")[: H * W * min(c_out, c_in)]
         ours = cs.singular_values(w, (H, W), padding="zeros")
         assert ours.shape == exact.shape and bool((ours[:-1] >= ours[1:]).all())
@@ -277,7 +277,7 @@ def test_zero_padding_beats_circular_for_centre_dominated_kernels(device, case):
 
 def test_zero_padding_gradcheck_clustered():
     w = centre_dominated(3, 2, 3, torch.Generator().manual_seed(0)).requires_grad_()
-    assert spectrum._is_clustered(spectrum._circular_half(w.detach(), 5, 6))
+    assert zero_padding.is_clustered(_grid.circular_half(w.detach(), 5, 6))
     assert torch.autograd.gradcheck(lambda w: cs.singular_values(w, (5, 6), padding="zeros"), (w,))
 
 
@@ -313,7 +313,7 @@ def test_zero_padded_moments_are_exact(shape, size):
     # the two exact invariants the approximation is fitted to
     w = torch.randn(shape, dtype=torch.float64)
     s = dense_svdvals(w, size, "zeros")
-    assert spectrum._zero_padded_frobenius2(w, *size).item() == pytest.approx((s**2).sum().item(), rel=1e-12)
-    assert spectrum._zero_padded_m4(w, *size).item() == pytest.approx((s**4).sum().item(), rel=1e-12)
+    assert zero_padding.zero_padded_frobenius2(w, *size).item() == pytest.approx((s**2).sum().item(), rel=1e-12)
+    assert zero_padding.zero_padded_m4(w, *size).item() == pytest.approx((s**4).sum().item(), rel=1e-12)
     approx = cs.singular_values(w, size, padding="zeros")
     assert (approx**2).sum().item() == pytest.approx((s**2).sum().item(), rel=1e-12)

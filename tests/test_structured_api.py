@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, dense_layer_operator, dense_svdvals
+from helpers import DEVICES, dense_layer_operator, dense_svdvals
 from structured import KERNEL_KINDS, structured_kernel
 
 REAL = [torch.float32, torch.float64]
@@ -30,7 +30,7 @@ def test_circular_spectrum_structured(device, dtype, kind):
         ref = dense_svdvals(w, (H, W), "circular", s)[: sv.numel()]
         assert sv.shape == ref.shape
         assert float((sv.cpu().double() - ref).abs().max()) <= tol(dtype) * max(1.0, float(ref[0]))
-        U, S, Vh = cs.svd(w, (H, W))
+        U, S, Vh = cs.conv_svd(w, (H, W))
         assert bool(torch.isfinite(S).all())
         rebuilt = U @ torch.diag_embed(S.to(U.dtype)) @ Vh
         assert float((rebuilt - cs.symbol(w, (H, W))).abs().max()) <= tol(dtype) * max(1.0, float(ref[0]))
@@ -61,7 +61,7 @@ def test_every_norm_method_structured(device, dtype, kind):
         for padding in ("circular", "zeros"):
             true = float(dense_svdvals(w, (H, H), padding)[0])
             slack = tol(dtype) * max(1.0, true)
-            for method in cs.spectrum.NORM_METHODS:
+            for method in cs.norms.NORM_METHODS:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error")  # Lanczos must converge on these
                     value = float(cs.spectral_norm(w, (H, H), padding, method))
@@ -144,11 +144,11 @@ def test_nan_or_inf_taps_give_nan_everywhere(device, bad):
         "singular_values": cs.singular_values(w, (8, 8)),
         "singular_values zeros": cs.singular_values(w, (8, 8), padding="zeros"),
         "singular_values stride": cs.singular_values(w, (8, 8), stride=2),
-        "svd": cs.svd(w, (8, 8))[1],
+        "svd": cs.conv_svd(w, (8, 8))[1],
         "clip": cs.clip_singular_values(w, (8, 8)),
     }
     for padding in ("circular", "zeros"):
-        for method in cs.spectrum.NORM_METHODS:
+        for method in cs.norms.NORM_METHODS:
             results[f"spectral_norm {padding} {method}"] = cs.spectral_norm(w, (8, 8), padding, method)
     conv = torch.nn.Conv2d(3, 4, 3, padding=1).double().to(device)
     with torch.no_grad():

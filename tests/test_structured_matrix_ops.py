@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, DTYPES
+from helpers import DEVICES, DTYPES
 from structured import MATRIX_KINDS, structured_batch
 
 SHAPES = [(1, 1), (3, 3), (4, 4), (8, 8), (6, 3), (3, 6), (16, 16), (40, 40), (40, 24)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DEVICES, DTYPES
+from helpers import DEVICES, DTYPES
 from structured import MATRIX_KINDS, structured_batch
 
 # Jacobi on both sides of min(m, n) = 8 (the CPU's crossover to LAPACK), square, tall, wide.

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import convspectra as cs
-from conftest import DTYPES, DEVICES, rel_err
-from conftest import dtype_tol as tol
+from helpers import DTYPES, DEVICES, rel_err
+from helpers import dtype_tol as tol
 
 # Square, tall, wide, 1 x 1, vectors, and sizes on both sides of the CPU's
 # Jacobi / LAPACK crossover (min(m, n) = 8).

@@ -1,23 +1,28 @@
 """convspectra: spectra of convolutional layers and orthogonal convolutions.
 
-Public API (see DESIGN.md): ``symbol``, ``singular_values``, ``svd``,
-``spectral_norm``, ``clip_singular_values``, ``nn.spectral_penalty``, ``linalg.svdvals``, ``linalg.svd``, ``backend_info``, and
-``reference`` (the same functions in plain PyTorch).
+Public API (docs/architecture.md): ``symbol``, ``singular_values``,
+``conv_svd``, ``spectral_norm``, ``clip_singular_values``, the layers and
+``spectral_penalty`` of ``nn``, the batched matrix ops of ``linalg``,
+``backend_info``, and ``reference`` (the same functions in plain PyTorch).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from . import _ops, linalg, nn, reference
-from .spectrum import clip_singular_values, singular_values, spectral_norm, svd, symbol
+from .clip import clip_singular_values
+from .norms import spectral_norm
+from .spectrum import conv_svd, singular_values, symbol
 
 __version__ = "0.1.0"
 
 __all__ = [
     "symbol",
     "singular_values",
-    "svd",
+    "conv_svd",
     "spectral_norm",
     "clip_singular_values",
     "linalg",
@@ -42,3 +47,10 @@ def backend_info() -> dict:
         "library": str(_ops.LIBRARY_PATH) if _ops.COMPILED else None,
         "load_error": _ops.load_error,
     }
+
+
+def svd(weight, input_size):
+    """Deprecated name of :func:`conv_svd` (``linalg.svd`` is the matrix SVD)."""
+    warnings.warn("convspectra.svd is deprecated: use convspectra.conv_svd (the per-frequency SVD of a conv "
+                  "layer) or convspectra.linalg.svd (batched matrices)", FutureWarning, stacklevel=2)
+    return conv_svd(weight, input_size)

@@ -18,7 +18,7 @@ from . import _checks
 __all__ = [
     "symbol",
     "singular_values",
-    "svd",
+    "conv_svd",
     "spectral_norm",
     "clip_singular_values",
     "cayley",
@@ -81,7 +81,7 @@ def singular_values(weight: torch.Tensor, input_size, padding: str = "circular",
     return torch.linalg.svdvals(sym).flatten().sort(descending=True).values
 
 
-def svd(weight: torch.Tensor, input_size):
+def conv_svd(weight: torch.Tensor, input_size):
     """Per-frequency reduced SVD of the symbol: U (H,W,c_out,r), S (H,W,r), Vh (H,W,r,c_in)."""
     return torch.linalg.svd(symbol(weight, input_size), full_matrices=False)
 
@@ -97,7 +97,7 @@ def clip_singular_values(weight: torch.Tensor, input_size, max_value: float = 1.
     """Sedghi et al.'s projection: clamp every per-frequency singular value of
     the full-grid symbol at ``max_value``, invert the FFT, crop to the kernel."""
     kh, kw = weight.shape[-2:]
-    U, S, Vh = svd(weight, input_size)
+    U, S, Vh = conv_svd(weight, input_size)
     projected = U @ torch.diag_embed(S.clamp(max=max_value).to(U.dtype)) @ Vh  # (H, W, c_out, c_in)
     full = torch.fft.ifft2(projected.permute(2, 3, 0, 1)).real
     return full[:, :, :kh, :kw].contiguous()

@@ -1,156 +1,17 @@
-"""Layers and regularisers built on the spectra."""
+"""Orthogonal convolutions: Cayley (Trockman & Kolter 2021) and BCOP (Li et
+al. 2019), docs/math.md §5 and §6."""
 
 from __future__ import annotations
 
 import math
 import warnings
-import weakref
 
 import torch
 from torch import nn
 
-from . import _checks, linalg
-from .spectrum import NORM_METHODS, _zero_padded_norm, _norm_options, spectral_norm
+from .. import _checks, linalg
 
-__all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes"]
-
-# module -> {(in_channels, H, W): (ids of its Conv2d layers, {conv id: (H, W)})}, dropped with
-# the module. Ids, not the layers: a module that is itself a Conv2d would keep its own key alive;
-# and a changed set of layers is recorded anew.
-_size_cache: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = None) -> dict[nn.Conv2d, tuple[int, int]]:
-    """The spatial input size of every ``nn.Conv2d`` in ``module`` for an input
-    of spatial size ``input_size``, recorded by one forward pass of a zero
-    batch in eval mode (so batch-norm statistics do not move), cached per module
-    and size. ``in_channels`` defaults to that of the first Conv2d."""
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return {}
-    H, W = _checks.input_size_pair(input_size, torch.empty(1, 1, 1, 1))
-    c_in = convs[0].in_channels if in_channels is None else _checks.positive_int(in_channels, "in_channels")
-    key, ids = (c_in, H, W), tuple(id(conv) for conv in convs)
-    cached = _size_cache.setdefault(module, {})
-    if key not in cached or cached[key][0] != ids:
-        sizes: dict[int, tuple[int, int]] = {}
-
-        def record(conv, args):  # returns None: a pre-hook's return value would replace the input
-            sizes.setdefault(id(conv), tuple(args[0].shape[-2:]))
-
-        hooks = [conv.register_forward_pre_hook(record) for conv in convs]
-        modes = {m: m.training for m in module.modules()}
-        p = convs[0].weight
-        try:
-            module.eval()
-            with torch.no_grad():
-                module(torch.zeros(1, c_in, H, W, dtype=p.dtype, device=p.device))
-        finally:
-            for h in hooks:
-                h.remove()
-            for m, mode in modes.items():
-                m.training = mode
-        cached[key] = (ids, sizes)
-    sizes = cached[key][1]
-    return {conv: sizes[id(conv)] for conv in convs if id(conv) in sizes}  # layers the forward never ran: none
-
-
-def _effective_kernel(conv: nn.Conv2d, weight: torch.Tensor) -> torch.Tensor:
-    """The kernel with its dilation spelt out as zero taps."""
-    dh, dw = conv.dilation
-    if (dh, dw) == (1, 1):
-        return weight
-    c_out, c_in, kh, kw = weight.shape
-    out = weight.new_zeros(c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    out[:, :, ::dh, ::dw] = weight
-    return out
-
-
-def _conv_padding(conv: nn.Conv2d, kh: int, kw: int) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding of conv for its effective (dilated) kernel kh x kw."""
-    if conv.padding == "valid":
-        return (0, 0, 0, 0)
-    if conv.padding == "same":  # as conv2d(padding="same"): the odd one out after
-        return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
-    ph, pw = conv.padding
-    return (pw, pw, ph, ph)
-
-
-def _layer_norm(conv: nn.Conv2d, w: torch.Tensor, H: int, W: int, method: str, norm_kwargs) -> torch.Tensor:
-    """A bound (or with method="exact", the value) of the norm of conv's
-    stride-1 operator with kernel w (one group, dilation spelt out) on H x W
-    inputs, with the layer's own padding amount and mode."""
-    kh, kw = w.shape[-2:]
-    pads = _conv_padding(conv, kh, kw)
-    same = pads == ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
-    if conv.padding_mode == "circular":
-        # the same operator on the input's own grid; another padding amount keeps
-        # rows of that circulant (fewer outputs) or repeats them (more): the
-        # norm grows by at most the square root of the largest repeat count
-        rows, cols = H + pads[2] + pads[3] - kh + 1, W + pads[0] + pads[1] - kw + 1
-        repeats = 1 if same else math.ceil(rows / H) * math.ceil(cols / W)
-        return repeats**0.5 * spectral_norm(_fold_kernel(w, H, W), (H, W), "circular", method, **norm_kwargs)
-    if method == "exact":  # the true operator, whatever its padding
-        tol, max_iter, _ = _norm_options(**norm_kwargs)  # spectral_norm's own checks
-        return _zero_padded_norm(w, H, W, tol, max_iter, pads)
-    # every zero padding amount gives rows of the full convolution (or zero rows): the
-    # bounds of the layer on an input as large as the kernel hold for all of them
-    return spectral_norm(w, (max(H, kh), max(W, kw)), "zeros", method, **norm_kwargs)
-
-
-def spectral_penalty(
-    module: nn.Module,
-    input_size,
-    method: str = "gram",
-    *,
-    in_channels: int | None = None,
-    target: float | None = None,
-    **norm_kwargs,
-) -> torch.Tensor:
-    """A differentiable bound of the spectral norm of every ``nn.Conv2d`` in
-    ``module``, summed: a regulariser to add to a loss.
-
-    Each layer is bounded at the input size it actually sees (recorded once
-    with ``conv_input_sizes``) with ``cs.spectral_norm(method=...)``, its own
-    padding mode ('zeros' or 'circular') and padding amount: zero padding of
-    any amount is bounded by the bounds of the full convolution, and
-    ``method="exact"`` runs Lanczos on the layer's true operator; a circular
-    layer whose padding is not 'same' (more or fewer outputs than inputs) by
-    the circulant's norm times the square root of how often an output row
-    repeats (an upper bound, also for "exact"). A strided layer is bounded by its
-    stride-1 norm (subsampling the output cannot increase it); a grouped layer
-    by the largest of its groups' norms; dilation is spelt out as zero taps.
-    With ``target``, each layer contributes ``relu(norm - target)`` instead,
-    penalising only what exceeds it. Extra keyword arguments go to
-    ``spectral_norm`` (e.g. ``steps`` for Gram iteration). Its derivatives are
-    those of ``spectral_norm``: double backward works except for
-    ``method="exact"`` on a zero-padded layer, which raises.
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if method not in NORM_METHODS:
-        raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
-    if target is not None:
-        target = _checks.positive_float(target, "target")
-    sizes = conv_input_sizes(module, input_size, in_channels)
-    total = None
-    for conv, (H, W) in sizes.items():
-        if conv.padding_mode not in _checks.PADDINGS:
-            raise ValueError(f"spectral_penalty: layer {conv} has padding_mode={conv.padding_mode!r}; "
-                             "only 'zeros' and 'circular' are supported")
-        weight = _effective_kernel(conv, conv.weight)
-        per_group = weight.shape[0] // conv.groups
-        norm = None
-        for g in range(conv.groups):
-            n = _layer_norm(conv, weight[g * per_group : (g + 1) * per_group], H, W, method, norm_kwargs)
-            norm = n if norm is None else torch.maximum(norm, n)
-        term = norm if target is None else torch.relu(norm - target)
-        total = term if total is None else total + term
-    if total is None:
-        p = next(module.parameters(), None)
-        return torch.zeros((), device=p.device if p is not None else None)
-    return total
-
+__all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d"]
 
 class _OrthogonalConv2d(nn.Module):
     """What the orthogonal layers share: the arguments, a stride as pixel
@@ -181,6 +42,12 @@ class _OrthogonalConv2d(nn.Module):
         self._cache.clear()
         return super().train(mode)
 
+    def __getstate__(self):
+        # copies and pickles carry no cache (it is rebuilt on demand)
+        state = dict(super().__getstate__())
+        state["_cache"] = {}
+        return state
+
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         _checks.check_tensor(x, "x")
         if x.dim() != 4:
@@ -200,8 +67,10 @@ class _OrthogonalConv2d(nn.Module):
         return nn.functional.pixel_unshuffle(x, s)
 
     def _cached(self, key, compute):
-        """compute(), or in eval mode without autograd its cached value for key."""
-        if self.training or torch.is_grad_enabled():
+        """compute(), or in eval mode without autograd its cached value for key.
+        torch.compile computes it in the graph instead (a traced graph cannot
+        compare storage pointers and versions)."""
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return compute()
         versions = tuple((p.data_ptr(), p._version) for p in self.parameters() if p is not self.bias)
         cached = self._cache.get(key)
@@ -320,7 +189,7 @@ def _bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, it
     return taps.permute(2, 3, 0, 1), ortho
 
 
-def _fold_kernel(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
+def fold_kernel(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """Along each axis where the kernel is larger than the H x W grid, its taps
     summed modulo the size: the same circular operator on that grid. Tap t of a
     folded axis acts at offset t - k//2, so tap j of the result acts at offset j."""
@@ -340,7 +209,7 @@ def circular_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     larger than the input is first folded onto the input's periodic grid."""
     H, W = x.shape[-2:]
     kh, kw = weight.shape[-2:]
-    folded = _fold_kernel(weight, H, W)
+    folded = fold_kernel(weight, H, W)
 
     def pads(k, n):  # (before, after) along one axis; a folded axis' tap j acts at offset j
         return (0, n - 1) if k > n else (k // 2, (k - 1) // 2)
@@ -393,7 +262,7 @@ class BCOPConv2d(_OrthogonalConv2d):
     def _eval_weight(self) -> torch.Tensor:
         """The kernel, and when it is built for the eval cache, a check of the orthogonalised matrices."""
         weight, ortho = _bcop_kernel(self.matrices, self.out_channels, self._unshuffled[0], self.bjorck_iters)
-        if not (self.training or torch.is_grad_enabled()):
+        if not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()):
             eye = torch.eye(ortho.shape[-1], dtype=ortho.dtype, device=ortho.device)
             err = float((ortho.mT @ ortho - eye).abs().max())
             if not err <= self.ORTHOGONALITY_WARN_TOL:
@@ -406,3 +275,4 @@ class BCOPConv2d(_OrthogonalConv2d):
         x = self._prepare_input(x)
         weight = self._cached((x.device,), self._eval_weight)
         return self._add_bias(circular_conv2d(x, weight.to(x.dtype)))
+

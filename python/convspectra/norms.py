@@ -1,0 +1,247 @@
+"""The spectral norm of a conv layer and its bounds (docs/math.md §11): exact
+per-frequency maxima, the certified grid for zero padding, Gram iteration, tap
+bounds, and the exact zero-padded norm by Lanczos on the true operator."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from . import _autograd, _checks, _precision, linalg
+from ._precision import in_full_float32
+from .spectrum._grid import dft_angles, grid_symbols, symbol_at
+
+__all__ = ["spectral_norm", "NORM_METHODS"]
+
+NORM_METHODS = ("exact", "certified", "gram", "sum_taps", "reshape", "l1")
+CHEAP_METHODS = ("sum_taps", "reshape", "l1")
+# Gram iteration squarings: the bound exceeds the norm by at most a factor
+# r^(1 / 2^(steps+1)) for rank r, i.e. 0.31 % for any r <= 512 at 10 steps.
+GRAM_STEPS = 10
+MAX_GRAM_STEPS = linalg.MAX_GRAM_STEPS
+
+
+@in_full_float32
+def spectral_norm(
+    weight: torch.Tensor,
+    input_size=None,
+    padding: str = "circular",
+    method: str = "exact",
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    steps: int = GRAM_STEPS,
+) -> torch.Tensor:
+    """Spectral norm of the conv layer, or a bound of it: a differentiable 0-dim tensor.
+
+    method:
+      - ``"exact"``: circular padding, the largest per-frequency singular value
+        (MATH.md 3); zero padding ('same'), the norm of the true operator by
+        Lanczos on ``conv2d`` / ``conv_transpose2d`` to relative accuracy
+        ``tol``, at most ``max_iter`` operator applications.
+      - ``"certified"``: an upper bound guaranteed for zero padding of any input
+        up to ``input_size``: the circular norm on the ``(H+kh-1) x (W+kw-1)``
+        grid (MATH.md 4.2). For circular padding, the exact norm.
+      - ``"gram"``: Gram iteration on the symbol (Delattre et al. 2023), an upper
+        bound after every one of its ``steps`` squarings; on the circular grid,
+        or on the certified grid for zero padding.
+      - ``"sum_taps"``, ``"reshape"``, ``"l1"``: bounds from the taps alone
+        (MATH.md 4.2 a-c), valid for every input size and both paddings;
+        ``input_size`` is not needed.
+
+    Each option is checked, and used, only by the method it belongs to:
+    ``tol`` and ``max_iter`` by ``padding="zeros", method="exact"``, ``steps``
+    (0 to 60) by ``method="gram"``; the others ignore them.
+
+    Maxima over frequencies are searched without autograd; the gradient flows
+    through the maximising frequency (a subgradient at ties). Double backward,
+    forward mode (jvp) and torch.func (grad, jacrev, hessian) work for every
+    method but ``padding="zeros", method="exact"``, which is differentiable
+    once (its Ritz vector is held fixed); jacfwd of jacfwd raises.
+    """
+    _checks.check_weight(weight)
+    padding = _checks.check_padding(padding)
+    if method not in NORM_METHODS:
+        raise ValueError(f"method must be one of {NORM_METHODS}, got {method!r}")
+    tol, max_iter, steps = check_norm_options(method, padding, tol=tol, max_iter=max_iter, steps=steps)
+    if method in CHEAP_METHODS:
+        bound = _tap_bound(weight, method)
+        # NaN for NaN or Inf taps, as every other method (the Schur test alone would give Inf)
+        return torch.where(torch.isfinite(weight).all(), bound, float("nan"))
+    if input_size is None:
+        raise ValueError(f"input_size is required for method={method!r}")
+    H, W = _checks.input_size_pair(input_size, weight)
+    kh, kw = weight.shape[-2:]
+    if method == "exact" and padding == "zeros":
+        return zero_padded_norm(weight, H, W, tol, max_iter)
+    if padding == "zeros":
+        # the full conv is a column subset of the circular conv on this grid,
+        # the 'same' conv a row subset of the full one (MATH.md 4.2); for
+        # circular padding "certified" is the exact norm itself
+        H, W = H + kh - 1, W + kw - 1
+    if method == "gram":
+        return _max_over_frequencies(weight, H, W, lambda A: linalg.gram_bound(A, steps))
+    return _max_over_frequencies(weight, H, W, top_singular_value)
+
+
+def check_norm_options(method: str, padding: str, *, tol: float = 1e-6, max_iter: int = 1000,
+                       steps: int = GRAM_STEPS) -> tuple[float, int, int]:
+    """spectral_norm's keyword options (tol, max_iter, steps), each checked
+    where ``method`` and ``padding`` use it and passed through otherwise."""
+    if method == "exact" and padding == "zeros":
+        tol = _checks.positive_float(tol, "tol")
+        max_iter = _checks.positive_int(max_iter, "max_iter")
+    if method == "gram":
+        steps = _checks.int_in_range(steps, "steps", 0, MAX_GRAM_STEPS)
+    return tol, max_iter, steps
+
+
+def top_singular_value(A: torch.Tensor) -> torch.Tensor:
+    return linalg.svdvals(A)[..., 0]
+
+
+def argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
+    """The angles (w1, w2) of the DFT grid that maximise per_matrix(F(w)), as
+    0-dim tensors (no .item(): torch.compile keeps one graph). Chunked over the
+    half grid, without autograd."""
+    with torch.no_grad():
+        rows, cols = dft_angles(H, weight.device), dft_angles(W, weight.device, W // 2 + 1)
+        best = weight.new_empty(rows.numel(), cols.numel())  # new_empty: batched too under vmap
+        for u0, u1, v0, v1, F, _, _ in grid_symbols(weight, rows, cols):
+            best[u0:u1, v0:v1] = per_matrix(F)
+        flat = best.flatten().argmax()
+    u, v = flat // cols.numel(), flat % cols.numel()
+    return u.double() * (2 * math.pi / H), v.double() * (2 * math.pi / W)
+
+
+def _max_over_frequencies(weight: torch.Tensor, H: int, W: int, per_matrix) -> torch.Tensor:
+    """max over the grid of per_matrix(F(w)), differentiable through the argmax."""
+    return per_matrix(symbol_at(weight, *argmax_frequency(weight, H, W, per_matrix)))
+
+
+def _tap_bound(weight: torch.Tensor, method: str) -> torch.Tensor:
+    """Bounds of ||T|| from the taps K_st alone, for any input size and both
+    paddings: T = sum_st K_st (x) S_st with shifts S_st of norm <= 1."""
+    c_out, c_in, kh, kw = weight.shape
+    if method == "sum_taps":  # triangle inequality
+        return top_singular_value(weight.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)).sum()
+    if method == "reshape":  # T = [K_00 ... K_st] stack(S_st x), ||stack|| <= sqrt(kh kw) ||x||
+        wide = top_singular_value(weight.reshape(c_out, c_in * kh * kw))
+        tall = top_singular_value(weight.transpose(0, 1).reshape(c_in, c_out * kh * kw))
+        return (kh * kw) ** 0.5 * torch.minimum(wide, tall)
+    # "l1": Schur test on |T|, whose row / column sums are at most those of a
+    a = weight.abs().sum((2, 3))
+    return (a.sum(1).max() * a.sum(0).max()).sqrt()
+
+
+def _same_padding(weight) -> tuple[int, int, int, int]:
+    kh, kw = weight.shape[-2:]
+    return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)  # conv2d(padding="same")
+
+
+def zero_padded_norm(weight, H, W, tol, max_iter, pads=None) -> torch.Tensor:
+    """||T|| of the zero-padded conv (padding ``pads`` = (left, right, top,
+    bottom), 'same' by default) on H x W inputs: ||T y|| for the unit Ritz
+    vector y of _lanczos_top_vector, so its gradient is u y^T (exact to first
+    order; y is held fixed). NaN for a kernel with NaN or Inf."""
+    pads = _same_padding(weight) if pads is None else tuple(pads)
+    y = _lanczos_top_vector(weight.detach(), H, W, list(pads), tol, max_iter)
+    w = _autograd.first_order_only(weight, "convspectra.spectral_norm(padding='zeros', method='exact')")
+    return torch.linalg.vector_norm(torch.nn.functional.conv2d(torch.nn.functional.pad(y, pads), w))
+
+
+# An op of its own: the search is data-dependent (restarts, convergence), so
+# torch.compile keeps it out of the graph without breaking the graph, and the
+# differentiable ||T y|| above is traced around it.
+@torch.library.custom_op("convspectra::lanczos_top_vector", mutates_args=())
+def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], tol: float,
+                        max_iter: int) -> torch.Tensor:
+    """The top right singular vector y (1, c_in, H, W), unit, of the zero-padded
+    conv with padding ``pads`` = (left, right, top, bottom): Lanczos on T^T T
+    with full reorthogonalisation, restarted every LANCZOS_BASIS steps from the
+    Ritz vector, warm-started from the top circular mode; at most ``max_iter``
+    applications of T^T T, converged when |lambda - theta| <= tol theta
+    (docs/math.md §11.3). NaN for a kernel with NaN or Inf."""
+    left, top = pads[0], pads[2]
+    pads = tuple(pads)
+
+    def T(x):
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), weight)
+
+    def Tt(y):  # adjoint: conv_transpose of the valid conv, then crop the padding
+        return torch.nn.functional.conv_transpose2d(y, weight)[..., top : top + H, left : left + W]
+
+    if not bool(torch.isfinite(weight).all()):  # NaN like every other function, not an eigh error
+        return weight.new_full((1, weight.shape[1], H, W), float("nan"))
+    with _precision.full_float32():
+        y = _circular_top_mode(weight, H, W)
+        y = y / torch.linalg.vector_norm(y)
+        used, converged = 0, False
+        while used < max_iter and not converged:
+            basis = y.new_empty(LANCZOS_BASIS + 1, y.numel())  # row j: the j-th Lanczos vector
+            basis[0] = y.flatten()
+            alphas, betas = [], []
+            for j in range(min(LANCZOS_BASIS, max_iter - used)):
+                z = Tt(T(basis[j].view_as(y))).flatten()
+                used += 1
+                alphas.append(torch.dot(basis[j], z))
+                V = basis[: j + 1]
+                for _ in range(2):  # full reorthogonalisation, twice is enough
+                    z = z - V.T @ (V @ z)
+                beta = torch.linalg.vector_norm(z)
+                Tk = torch.diag(torch.stack(alphas))
+                if betas:
+                    off = torch.stack(betas)
+                    Tk = Tk + torch.diag(off, 1) + torch.diag(off, -1)
+                evals, evecs = torch.linalg.eigh(Tk.double())
+                theta, ritz = evals[-1], evecs[:, -1]
+                # |lambda - theta| <= beta |s_last|; sigma = sqrt(lambda) has half the relative error
+                converged = bool(beta * ritz[-1].abs() <= tol * theta.abs()) or bool(
+                    beta <= torch.finfo(z.dtype).eps * theta.abs()
+                )
+                if converged:
+                    break
+                betas.append(beta)
+                basis[j + 1] = z / beta
+            y = (ritz.to(y.dtype) @ basis[: ritz.numel()]).view_as(y)
+            y = y / torch.linalg.vector_norm(y)
+    if not converged:
+        warnings.warn(f"spectral_norm(padding='zeros', method='exact'): Lanczos reached max_iter={max_iter} "
+                      f"before tol={tol:g}; the result is a lower bound of the norm", RuntimeWarning, stacklevel=2)
+    return y
+
+
+@_lanczos_top_vector.register_fake
+def _(weight, H, W, pads, tol, max_iter):
+    return weight.new_empty(1, weight.shape[1], H, W)
+
+
+# Lanczos basis size before a restart (memory: this many input-sized vectors).
+LANCZOS_BASIS = 24
+
+
+def _circular_top_mode(weight, H, W) -> torch.Tensor:
+    """A real input close to the top right singular vector of the zero-padded
+    layer: the top circular mode at the maximising frequency, under a sine
+    envelope that vanishes outside the image (the fundamental mode of the
+    zero-padded boundary)."""
+    c_in = weight.shape[1]
+    w1, w2 = argmax_frequency(weight, H, W, top_singular_value)
+    with torch.no_grad():
+        _, _, Vh = linalg.svd(symbol_at(weight, w1, w2))
+        # top right singular vector of F(w); conjugated in memory: a lazy conj
+        # view loses its sign inside a compiled graph's op call (torch 2.13)
+        r = Vh[0].conj_physical()
+        i = torch.arange(H, device=weight.device, dtype=torch.float64)
+        j = torch.arange(W, device=weight.device, dtype=torch.float64)
+        # conv2d correlates: the mode exp(-i w.n) r of F(w) for a convolution
+        phase = torch.exp(-1j * (w1 * i[:, None] + w2 * j[None, :]))
+        env = torch.sin(torch.pi * (i + 1) / (H + 1))[:, None] * torch.sin(torch.pi * (j + 1) / (W + 1))[None, :]
+        mode = (r.to(torch.complex128)[:, None, None] * (phase * env)).real
+        # never exactly orthogonal to the top vector; a private generator leaves the global RNG alone
+        noise = torch.randn(mode.shape, dtype=mode.dtype, generator=torch.Generator().manual_seed(0))
+        mode = mode + 1e-3 * noise.to(mode.device)
+    return mode.to(weight.dtype).reshape(1, c_in, H, W)
+
