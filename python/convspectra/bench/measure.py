@@ -11,8 +11,11 @@ from .timing import ResidentPeakMemory, peak_bytes, time_ms
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||a - b|| / ||b|| in double precision on the CPU."""
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    """||a - b|| / ||b|| in double precision on the CPU; complex tensors are
+    compared as complex (both parts), not cast to real."""
+    a, b = (t.detach().cpu() for t in (a, b))
+    dtype = torch.complex128 if a.is_complex() or b.is_complex() else torch.float64
+    a, b = a.to(dtype), b.to(dtype)
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
 
 
