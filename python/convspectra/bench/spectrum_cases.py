@@ -61,8 +61,8 @@ def grid_cases() -> list[Case]:
     families = [  # (family, ours, reference, passes over the symbol, quick rows)
         ("conv singular values, circular", lambda w, n: cs.singular_values(w, n),
          lambda w, n: cs.reference.singular_values(w, n), 1, lambda c, d: c <= 256 and d == "forward"),
-        ("per-frequency svd + vectors", lambda w, n: _svd_outputs(cs.svd(w, n)),
-         lambda w, n: _svd_outputs(cs.reference.svd(w, n)), 4, lambda c, d: c == 64 and d == "forward"),
+        ("per-frequency svd + vectors", lambda w, n: _svd_outputs(cs.conv_svd(w, n)),
+         lambda w, n: _svd_outputs(cs.reference.conv_svd(w, n)), 4, lambda c, d: c == 64 and d == "forward"),
         ("spectral norm, exact circular", lambda w, n: cs.spectral_norm(w, n),
          lambda w, n: cs.reference.spectral_norm(w, n), 1, lambda c, d: c == 64 and d == "forward"),
         ("spectral norm, gram", lambda w, n: cs.spectral_norm(w, n, method="gram"), _reference_gram, 1,
