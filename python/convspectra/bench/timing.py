@@ -13,7 +13,7 @@ import gc
 import os
 import statistics
 import sys
-import time
+from time import perf_counter
 from typing import Callable
 
 import torch
@@ -64,12 +64,12 @@ def sample_times_ms(fn: Callable[[], object], device="cpu", min_run_time: float 
     # CPU: a plain loop rather than torch.utils.benchmark, whose Timer calls
     # torch.set_num_threads -- after which MKL's batched complex64 LU in torch
     # 2.13's CPU build returned wrong inverses (see bench/NOTES.md)
-    start_all = time.perf_counter()
+    start_all = perf_counter()
     while len(times) < max_calls:
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if len(times) >= min_calls and time.perf_counter() - start_all > min_run_time:
+        times.append((perf_counter() - t0) * 1e3)
+        if len(times) >= min_calls and perf_counter() - start_all > min_run_time:
             break
     return times
 
