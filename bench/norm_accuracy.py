@@ -15,7 +15,7 @@ import sys
 import torch
 
 import convspectra as cs
-from convspectra.bench import _time_ms
+from convspectra.bench import time_ms
 
 # ResNet-18's stride-1 3x3 convs at the sizes they see for a 224 x 224 image.
 LAYERS = [("layer1", 64, 56), ("layer2", 128, 28), ("layer3", 256, 14), ("layer4", 512, 7)]
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         truth = cs.spectral_norm(w, (n, n), "zeros", "exact", tol=1e-10).item()
         for label, padding, method in METHODS:
             value = cs.spectral_norm(w, (n, n), padding, method).item()
-            ms = _time_ms(lambda: cs.spectral_norm(w, (n, n), padding, method), device, min_run_time=0)
+            ms = time_ms(lambda: cs.spectral_norm(w, (n, n), padding, method), device, min_run_time=0)
             cells[label].append(f"{value / truth:.4f}, {ms:.0f}")
         print(f"{name}: truth {truth:.4f}", file=sys.stderr)
     for label, _, _ in METHODS:

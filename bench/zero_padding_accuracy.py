@@ -23,7 +23,7 @@ import time
 import torch
 
 import convspectra as cs
-from convspectra.spectrum import _zero_padded_frobenius2
+from convspectra.spectrum.zero_padding import zero_padded_frobenius2
 
 torch.set_default_dtype(torch.float64)
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             w = make_kernel(family, c_out, c_in, k, H, W, g)
             exact = torch.linalg.svdvals(cs.reference.dense_operator(w, (H, W), "zeros"))[: H * W * min(c_out, c_in)]
             circ = cs.singular_values(w, (H, W))
-            f2 = float(_zero_padded_frobenius2(w, H, W))  # exact (tested against the dense operator)
+            f2 = float(zero_padded_frobenius2(w, H, W))  # exact (tested against the dense operator)
             errs = {
                 "circular": rel_err(circ, exact),
                 "circ+frob": rel_err(rescaled(circ, f2), exact),

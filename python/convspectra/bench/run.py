@@ -1,0 +1,52 @@
+"""The command line of the benchmark: ``convspectra bench`` and
+``python -m convspectra.bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .cases import all_cases, select_cases
+from .measure import run_case
+from .report import environment_info, format_table, write_json
+from .timing import ResidentPeakMemory, copy_bandwidth
+
+DESCRIPTION = "Microbenchmarks: convspectra against the plain-PyTorch reference (BENCH.md)."
+
+
+def main(argv=None) -> int:
+    """Runs the selected cases, prints the table; 0 if every result matched the
+    reference within its tolerance, else 1."""
+    p = argparse.ArgumentParser(prog="convspectra bench", description=DESCRIPTION)
+    p.add_argument("--quick", action="store_true", help="a small subset, well under a minute on a CPU")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
+    p.add_argument("--filter", metavar="TEXT", help="only cases whose name or shape contains TEXT")
+    p.add_argument("--family", metavar="TEXT", help="only cases whose family contains TEXT (e.g. BCOP)")
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per measurement")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda, got {args.device!r}")
+    min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
+    cases = select_cases(all_cases(), quick=args.quick, name=args.filter, family=args.family)
+
+    cpu_memory = ResidentPeakMemory()
+    bandwidth = copy_bandwidth(device)
+    meta = environment_info(device, args.quick, bandwidth)
+    rows = []
+    for case in cases:
+        rows.append(run_case(case, device, min_run_time, cpu_memory, bandwidth))
+        print(f"  {case.name} {case.direction}: ratio {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
+        if args.json:  # after every case: a run cut short (a time cap) keeps what it measured
+            write_json(args.json, meta, rows)
+    print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, meta, rows)
+    return 0 if all(r["ok"] for r in rows) else 1
