@@ -8,7 +8,7 @@ float64, the relative L2 error ||sort(approx) - sort(exact)|| / ||exact|| of:
   - sine+frob:    the symbol sampled on w = pi j / (n+1) in two half planes,
                   quantiles, rescaled to the exact Frobenius norm;
   - convspectra:  cs.singular_values(weight, size, padding="zeros").
-The last two columns of MATH.md 4's measured starting points are kept for
+The last two columns of docs/math.md §4.1's measured starting points are kept for
 comparison. Usage: python bench/zero_padding_accuracy.py [--markdown FILE] [--seed N]
 """
 

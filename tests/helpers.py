@@ -22,7 +22,7 @@ DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 
 def dense_svdvals(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
     """All singular values of a conv layer (kernel ``weight``), descending, from
-    its dense operator in float64 on the CPU (differentiable): the ground truth of MATH.md 7."""
+    its dense operator in float64 on the CPU (differentiable): the ground truth of docs/math.md §7."""
     T = cs.reference.dense_operator(weight.double().cpu(), input_size, padding, stride)
     return torch.linalg.svdvals(T)
 

@@ -137,13 +137,13 @@ SIZE = (5, 4)
 
 
 def spectrum_cases():
-    """(name, public function, reference or None, vmap works)."""
-    yield "singular_values", lambda w: cs.singular_values(w, SIZE), lambda w: ref.singular_values(w, SIZE), True
+    """(name, public function, reference or None)."""
+    yield "singular_values", lambda w: cs.singular_values(w, SIZE), lambda w: ref.singular_values(w, SIZE)
     yield ("singular_values_stride2", lambda w: cs.singular_values(w, (6, 4), stride=2),
-           lambda w: ref.singular_values(w, (6, 4), stride=2), True)
-    yield "singular_values_zeros", lambda w: cs.singular_values(w, SIZE, "zeros"), None, False
-    yield "svd", lambda w: gauge_free(cs.conv_svd(w, SIZE)).real, lambda w: gauge_free(ref.conv_svd(w, SIZE)).real, True
-    yield "symbol", lambda w: torch.view_as_real(cs.symbol(w, SIZE)), None, True
+           lambda w: ref.singular_values(w, (6, 4), stride=2))
+    yield "singular_values_zeros", lambda w: cs.singular_values(w, SIZE, "zeros"), None
+    yield "svd", lambda w: gauge_free(cs.conv_svd(w, SIZE)).real, lambda w: gauge_free(ref.conv_svd(w, SIZE)).real
+    yield "symbol", lambda w: torch.view_as_real(cs.symbol(w, SIZE)), None
 
 
 SPECTRUM = {name: rest for name, *rest in spectrum_cases()}
@@ -152,7 +152,7 @@ SPECTRUM = {name: rest for name, *rest in spectrum_cases()}
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SPECTRUM)
 def test_spectrum_double_backward(device, name):
-    f, _, _ = SPECTRUM[name]
+    f, _ = SPECTRUM[name]
     w = torch.randn(2, 2, 3, 3, dtype=F64, device=device, requires_grad=True)
     # a scalar loss keeps the check small; the weights make it depend on every value
     weights = torch.rand_like(f(w))
@@ -162,7 +162,7 @@ def test_spectrum_double_backward(device, name):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SPECTRUM)
 def test_spectrum_forward_mode(device, name):
-    f, f_ref, _ = SPECTRUM[name]
+    f, f_ref = SPECTRUM[name]
     w = torch.randn(3, 2, 3, 3, dtype=F64, device=device)
     t = torch.randn_like(w)
     if f_ref is not None:
@@ -178,7 +178,7 @@ def test_spectrum_forward_mode(device, name):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SPECTRUM)
 def test_spectrum_func_transforms(device, name):
-    f, f_ref, vmaps = SPECTRUM[name]
+    f, f_ref = SPECTRUM[name]
     w = torch.randn(2, 2, 3, 3, dtype=F64, device=device)
     weights = torch.rand_like(f(w))
     loss, _ = check_grad_and_jacrev(f, w, weights)
@@ -186,11 +186,7 @@ def test_spectrum_func_transforms(device, name):
         expected = torch.autograd.functional.hessian(lambda x: (f_ref(x) * weights).sum(), w)
         assert rel_err(torch.func.hessian(loss)(w), expected) < 1e-9
     batch = torch.randn(3, 2, 2, 3, 3, dtype=F64, device=device)
-    if vmaps:
-        assert rel_err(torch.vmap(f)(batch), torch.stack([f(x) for x in batch])) < 1e-12
-    else:  # data-dependent choices of the zero-padding model: torch's own error, not a wrong result
-        with pytest.raises(RuntimeError, match="data-dependent control flow"):
-            torch.vmap(f)(batch)
+    assert rel_err(torch.vmap(f)(batch), torch.stack([f(x) for x in batch])) < 1e-12
 
 
 def test_singular_values_backward_without_kept_vectors_matches(monkeypatch):
@@ -262,9 +258,11 @@ def test_spectral_norm_vmap_matches_a_loop(device, method):
     assert rel_err(torch.vmap(f)(batch), torch.stack([f(w) for w in batch])) < 1e-12
 
 
-@pytest.mark.parametrize("method", ["exact", "gram"])
-def test_spectral_norm_vmap_of_grid_methods_matches_a_loop(method):
-    f = norm_of(method, "circular")
+@pytest.mark.parametrize("method, padding", [("exact", "circular"), ("gram", "circular"), ("exact", "zeros"),
+                                             ("certified", "zeros")])
+def test_spectral_norm_vmap_of_grid_methods_matches_a_loop(method, padding):
+    # zero padding, exact: one Lanczos search per kernel of the batch
+    f = norm_of(method, padding)
     batch = torch.randn(3, 3, 2, 3, 3, dtype=F64)
     assert rel_err(torch.vmap(f)(batch), torch.stack([f(w) for w in batch])) < 1e-12
 

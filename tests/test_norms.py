@@ -1,4 +1,4 @@
-"""Spectral norms and bounds against the dense operators (MATH.md 4.2), and
+"""Spectral norms and bounds against the dense operators (docs/math.md §4.2, §11), and
 singular value clipping."""
 
 import warnings
@@ -42,7 +42,7 @@ def test_bounds_against_dense(device, case):
     # certified: above both zero paddings of this size
     cert = cs.spectral_norm(w, (H, W), "zeros", "certified").item()
     assert cert >= full.item() * (1 - eps) and full.item() >= same.item() * (1 - eps)
-    # ... and exactly the circular norm on the (H+kh-1) x (W+kw-1) grid (MATH.md 4.2)
+    # ... and exactly the circular norm on the (H+kh-1) x (W+kw-1) grid (docs/math.md §4.2)
     assert abs(cert / dense_norm(w, (H + kh - 1, W + kw - 1), "circular").item() - 1) < 1e-12
     assert abs(cs.spectral_norm(w, (H, W), "circular", "certified").item() / circ.item() - 1) < 1e-12
     # gram: an upper bound within 1 % of what it bounds
@@ -50,7 +50,7 @@ def test_bounds_against_dense(device, case):
     assert circ.item() * (1 - eps) <= g_circ <= 1.01 * circ.item()
     g_zero = cs.spectral_norm(w, (H, W), "zeros", "gram").item()
     assert cert * (1 - eps) <= g_zero <= 1.01 * cert
-    # tap bounds: above every padding and size, and equal to their definitions (MATH.md 4.2 a-c)
+    # tap bounds: above every padding and size, and equal to their definitions (docs/math.md §4.2 (a)-(c))
     a = w.abs().sum((2, 3))
     definitions = {
         "sum_taps": torch.linalg.matrix_norm(w.permute(2, 3, 0, 1), ord=2).sum(),

@@ -1,4 +1,4 @@
-"""The conv-layer spectrum against the dense operator of the layer (MATH.md 7)."""
+"""The conv-layer spectrum against the dense operator of the layer (docs/math.md §7)."""
 
 import pytest
 import torch

@@ -38,17 +38,17 @@ def spectral_norm(
 
     method:
       - ``"exact"``: circular padding, the largest per-frequency singular value
-        (MATH.md 3); zero padding ('same'), the norm of the true operator by
+        (docs/math.md §3.1); zero padding ('same'), the norm of the true operator by
         Lanczos on ``conv2d`` / ``conv_transpose2d`` to relative accuracy
         ``tol``, at most ``max_iter`` operator applications.
       - ``"certified"``: an upper bound guaranteed for zero padding of any input
         up to ``input_size``: the circular norm on the ``(H+kh-1) x (W+kw-1)``
-        grid (MATH.md 4.2). For circular padding, the exact norm.
+        grid (docs/math.md §4.2). For circular padding, the exact norm.
       - ``"gram"``: Gram iteration on the symbol (Delattre et al. 2023), an upper
         bound after every one of its ``steps`` squarings; on the circular grid,
         or on the certified grid for zero padding.
       - ``"sum_taps"``, ``"reshape"``, ``"l1"``: bounds from the taps alone
-        (MATH.md 4.2 a-c), valid for every input size and both paddings;
+        (docs/math.md §4.2 (a)-(c)), valid for every input size and both paddings;
         ``input_size`` is not needed.
 
     Each option is checked, and used, only by the method it belongs to:
@@ -78,7 +78,7 @@ def spectral_norm(
         return zero_padded_norm(weight, H, W, tol, max_iter)
     if padding == "zeros":
         # the full conv is a column subset of the circular conv on this grid,
-        # the 'same' conv a row subset of the full one (MATH.md 4.2); for
+        # the 'same' conv a row subset of the full one (docs/math.md §4.2); for
         # circular padding "certified" is the exact norm itself
         H, W = H + kh - 1, W + kw - 1
     if method == "gram":
@@ -216,6 +216,13 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
 @_lanczos_top_vector.register_fake
 def _(weight, H, W, pads, tol, max_iter):
     return weight.new_empty(1, weight.shape[1], H, W)
+
+
+@_lanczos_top_vector.register_vmap
+def _(info, in_dims, weight, H, W, pads, tol, max_iter):
+    # one search per kernel of the batch
+    weight = weight.movedim(in_dims[0], 0) if in_dims[0] is not None else weight.expand(info.batch_size, *weight.shape)
+    return torch.stack([_lanczos_top_vector(w, H, W, pads, tol, max_iter) for w in weight]), 0
 
 
 # Lanczos basis size before a restart (memory: this many input-sized vectors).

@@ -3,7 +3,7 @@ fallback when the compiled library is unavailable.
 
 They are written the way published code computes these quantities
 (``torch.linalg.svdvals`` of ``fft2``), favouring clarity over speed and
-memory. Conventions (MATH.md): a weight is a real ``(c_out, c_in, kh, kw)``
+memory. Conventions (docs/math.md §1): a weight is a real ``(c_out, c_in, kh, kw)``
 conv2d kernel; the layer is ``torch.nn.functional.conv2d`` (a
 cross-correlation) on an ``H x W`` input.
 """
@@ -47,7 +47,7 @@ def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
 
 
 def polyphase(weight: torch.Tensor, stride: int) -> torch.Tensor:
-    """The stride-1 kernel equivalent to a stride-``s`` conv (MATH.md 3).
+    """The stride-1 kernel equivalent to a stride-``s`` conv (docs/math.md §3.2).
 
     Splitting the input into its ``s*s`` phases turns a stride-``s`` conv into
     a stride-1 conv from ``c_in*s*s`` channels on the ``H/s x W/s`` grid, with
@@ -126,7 +126,7 @@ def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
 
 
 def cayley(W: torch.Tensor) -> torch.Tensor:
-    """Batched Cayley map (MATH.md 5), written as published code does it:
+    """Batched Cayley map (docs/math.md §5.1), written as published code does it:
     ``torch.inverse`` per matrix, then products.
     Square: ``A = W - W^H``, ``Q = (I + A)^{-1} (I - A)``, unitary.
     Tall (m > n): ``W = [U; V]``, ``A = U - U^H + V^H V``,
@@ -159,7 +159,7 @@ BJORCK_PRESCALE_STEPS = 3
 
 
 def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
-    """Bjorck orthogonalisation (MATH.md 6) as published code does it: a Python
+    """Bjorck orthogonalisation (docs/math.md §6.1) as published code does it: a Python
     loop of products. ``W`` is first divided by its Gram-iteration bound of the
     spectral norm (``BJORCK_PRESCALE_STEPS`` squarings), so every singular
     value starts in (0, 1] and converges to 1. Tall: ``W <- 1.5 W - 0.5 W W^H W``
@@ -196,7 +196,7 @@ def _compose_kernels(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
-    """The BCOP kernel (Li et al. 2019, MATH.md 6) as published code builds it.
+    """The BCOP kernel (Li et al. 2019, docs/math.md §6.2) as published code builds it.
 
     ``matrices``: ``(2(k-1)+1, c, c)`` free matrices, ``c = max(out, in)``.
     Each is orthogonalised; the first, ``O``, gives the channel map; pair t of
@@ -247,7 +247,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, padding: str = "circular", strid
 
 def dense_operator(weight: torch.Tensor, input_size, padding: str = "circular", stride: int = 1) -> torch.Tensor:
     """The dense matrix ``T`` of the layer, ``(c_out*Ho*Wo) x (c_in*H*W)``
-    (MATH.md 7): the layer applied to every basis image. Ground truth for the
+    (docs/math.md §7): the layer applied to every basis image. Ground truth for the
     tests; practical up to ``c_in*H*W`` of a few thousand."""
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)

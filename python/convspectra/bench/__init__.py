@@ -1,4 +1,4 @@
-"""Microbenchmarks: convspectra against the plain-PyTorch reference (BENCH.md).
+"""Microbenchmarks: convspectra against the plain-PyTorch reference (method: bench/NOTES.md).
 
     python -m convspectra.bench [--quick] [--device cpu|cuda] [--json FILE]
     convspectra bench ...

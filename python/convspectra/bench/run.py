@@ -13,7 +13,7 @@ from .measure import run_case
 from .report import environment_info, format_table, write_json
 from .timing import ResidentPeakMemory, copy_bandwidth
 
-DESCRIPTION = "Microbenchmarks: convspectra against the plain-PyTorch reference (BENCH.md)."
+DESCRIPTION = "Microbenchmarks: convspectra against the plain-PyTorch reference (method: bench/NOTES.md)."
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,7 @@ def _reference_gram(w, n):
 
 
 def grid_cases() -> list[Case]:
-    """Every family on the c x c x 3 x 3 grid of BENCH.md, forward and backward."""
+    """Every family on the c x c x 3 x 3 grid, forward and backward."""
     families = [  # (family, ours, reference, passes over the symbol, quick rows)
         ("conv singular values, circular", lambda w, n: cs.singular_values(w, n),
          lambda w, n: cs.reference.singular_values(w, n), 1, lambda c, d: c <= 256 and d == "forward"),

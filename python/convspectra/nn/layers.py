@@ -85,7 +85,7 @@ class _OrthogonalConv2d(nn.Module):
 
 class CayleyConv2d(_OrthogonalConv2d):
     """Orthogonal circular convolution by the Cayley transform (Trockman &
-    Kolter 2021, MATH.md 5).
+    Kolter 2021, docs/math.md §5.2).
 
     Per frequency of the input's ``rfft2`` grid, the symbol of the scaled kernel
     ``alpha * weight / ||weight||_F`` goes through the fused Cayley map, and
@@ -138,7 +138,7 @@ class CayleyConv2d(_OrthogonalConv2d):
 
 
 def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
-    """The BCOP kernel (Li et al. 2019, MATH.md 6): an ``(out, in, k, k)`` conv
+    """The BCOP kernel (Li et al. 2019, docs/math.md §6.2): an ``(out, in, k, k)`` conv
     weight that is orthogonal as a circular convolution, from ``2(k-1)+1``
     free ``c x c`` matrices, ``c = max(out, in)``, shape ``(2(k-1)+1, c, c)``.
 
@@ -219,7 +219,7 @@ def circular_conv2d(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 class BCOPConv2d(_OrthogonalConv2d):
     """Orthogonal circular convolution by Block Convolution Orthogonal
-    Parameterization (Li et al. 2019, MATH.md 6).
+    Parameterization (Li et al. 2019, docs/math.md §6.2).
 
     The ``k x k`` kernel is built by ``bcop_kernel`` from ``2(k-1)+1`` free
     ``c x c`` matrices (``c = max(in * stride^2, out)``, initialised

@@ -17,7 +17,7 @@ __all__ = ["symbol", "singular_values", "conv_svd"]
 
 def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
     """The multi-channel symbol on the full DFT grid, complex ``(H, W, c_out, c_in)``:
-    ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)`` (MATH.md 2).
+    ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)`` (docs/math.md §2).
     Plain torch ops: differentiable in every mode, vmap included."""
     _checks.check_weight(weight)
     H, W = _checks.input_size_pair(input_size, weight)
@@ -30,7 +30,7 @@ def singular_values(weight: torch.Tensor, input_size, padding: str = "circular",
     ``H*W*min(c_in, c_out)`` values. Differentiable with respect to ``weight``.
 
     ``padding="circular"``: exact (Sedghi et al. 2019); ``stride=s`` (s dividing
-    H and W) is analysed exactly through the polyphase split (MATH.md 3),
+    H and W) is analysed exactly through the polyphase split (docs/math.md §3.2),
     giving ``(H/s)*(W/s)*min(c_out, c_in*s*s)`` values. Memory stays bounded
     for large inputs (chunked over frequencies, forward and backward).
 

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from .. import _autograd
 from ._grid import (circular_half, circular_values, complex_dtype, dft_angles, grid_spectrum, phases, row_chunks,
                     wants_grad, with_multiplicity)
 
@@ -52,8 +53,7 @@ def zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     half = circular_half(weight, H, W)
     circular = with_multiplicity(half, W)
     alpha = _sine_weight(weight)
-    if torch.compiler.is_compiling():
-        # a traced graph has no data-dependent branch: both models, one selected
+    if _no_data_dependent_branches():  # both models, one selected
         model = torch.where(clustered(half), fitted(pinched_values(weight, H, W)),
                             _rescaled(_local_symbol_model(weight, H, W, circular, alpha), frob2))
     elif is_clustered(half):
@@ -74,6 +74,12 @@ def zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
         m4 = (coeffs * lam[:, None] ** torch.arange(5, device=lam.device)).sum(1)
         lam = lam.index_select(0, (m4 - target).abs().argmin().reshape(1))[0]
     return _rescaled((1 - lam) * model + lam * circular, frob2)
+
+
+def _no_data_dependent_branches() -> bool:
+    """Whether the model must be chosen without Python branches on values: a
+    torch.compile graph, or a torch.func transform (vmap batches the values)."""
+    return torch.compiler.is_compiling() or _autograd.functorch_active()
 
 
 def _rescaled(values: torch.Tensor, frob2: torch.Tensor) -> torch.Tensor:
@@ -181,8 +187,8 @@ def _local_symbol_model(weight: torch.Tensor, H: int, W: int, circular: torch.Te
             values.append(v)
             weights.append(torch.full((v.numel(),), row_count * col_count / (H * W * v.numel()),
                                       dtype=torch.float64, device=weight.device))
-    # eager mode skips a sine grid of weight 0; a traced graph computes it regardless
-    if torch.compiler.is_compiling() or float(alpha) > 0:
+    # eager mode skips a sine grid of weight 0; a traced graph or vmap computes it regardless
+    if _no_data_dependent_branches() or float(alpha) > 0:
         weights = [w * (1 - alpha) for w in weights]
         j1 = torch.arange(1, H + 1, device=weight.device, dtype=torch.float64) * (math.pi / (H + 1))
         j2 = torch.arange(1, W + 1, device=weight.device, dtype=torch.float64) * (math.pi / (W + 1))
@@ -217,7 +223,7 @@ def zero_padded_m4(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     y and y + d is the sum of those over the taps both read inside the image."""
     c_out, _, kh, kw = weight.shape
     K = weight.detach().double().permute(2, 3, 0, 1)  # (kh, kw, c_out, c_in)
-    total = torch.zeros((), dtype=torch.float64, device=weight.device)
+    total = None  # out of place: batched under vmap
     rows, cols = _axis_tap_sets(H, kh), _axis_tap_sets(W, kw)
     for d1, (masks1, counts1) in rows.items():
         a0, a1 = max(0, d1), min(kh, kh + d1)  # taps s with s - d1 inside the kernel
@@ -226,7 +232,8 @@ def zero_padded_m4(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
             Q = K.new_zeros(kh, kw, c_out, c_out)
             Q[a0:a1, b0:b1] = K[a0:a1, b0:b1] @ K[a0 - d1 : a1 - d1, b0 - d2 : b1 - d2].mT
             M = torch.einsum("xa,yb,abij->xyij", masks1.to(K.device), masks2.to(K.device), Q)
-            total += (counts1.to(K.device)[:, None] * counts2.to(K.device)[None, :] * M.square().sum((-2, -1))).sum()
+            part = (counts1.to(K.device)[:, None] * counts2.to(K.device)[None, :] * M.square().sum((-2, -1))).sum()
+            total = part if total is None else total + part
     return total
 
 
@@ -254,7 +261,7 @@ def _sine_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def zero_padded_frobenius2(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """||T||_F^2 of the zero-padded layer: sum_st ||K_st||^2 cnt_H(s) cnt_W(t),
-    cnt(s) the number of output rows whose tap s lands inside (MATH.md 4)."""
+    cnt(s) the number of output rows whose tap s lands inside (docs/math.md §4.4)."""
     kh, kw = weight.shape[-2:]
 
     def cnt(n, k):
