@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ._gradients import (bjorck_jvp, bjorck_vjp, cayley_jvp, cayley_vjp, gram_bound_gradient, scale_columns, svd_backward,
-                         svd_jvp)
+from ._gradients import (bjorck_jvp, bjorck_vjp, cayley_jvp, cayley_vjp, gram_bound_gradient, scale_columns,
+                         svd_backward, svd_jvp)
 from ._precision import in_full_float32
 
 def differentiating_backward() -> bool:

@@ -3,7 +3,8 @@ shape (fake) function, its autograd and its vmap rule.
 
 Nothing here computes: the fakes check their arguments with the same messages
 as the kernels (so a torch.compile trace fails as eager mode does), the
-autograd rules call the formulas of _gradients.py, and the package reaches the
+autograd rules are the backward methods of the autograd.Functions of
+_autograd.py (the same saved tensors and attributes), and the package reaches the
 ops through linalg.py (which chooses compiled op or plain-torch fallback) and
 the autograd.Functions of _autograd.py (eager mode).
 """
@@ -15,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ._autograd import differentiating_backward
-from ._gradients import cayley_vjp, bjorck_vjp, gram_bound_gradient, scale_columns, svd_backward
-from ._precision import in_full_float32
+from . import _autograd
 
 LIBRARY_PATH = Path(__file__).with_name("_C.so")
 
@@ -98,28 +97,17 @@ if COMPILED:
     def _svdvals_setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
 
-    @in_full_float32
-    def _svdvals_backward(ctx, gS):
-        (A,) = ctx.saved_tensors
-        # Vectors are only needed here; convspectra.linalg.svdvals avoids this
-        # second solve by calling the svd op directly when A requires grad.
-        U, _, Vh = torch.ops.convspectra.svd(A)
-        return scale_columns(U, gS) @ Vh
 
     torch.library.register_autograd(
-        "convspectra::svdvals", _svdvals_backward, setup_context=_svdvals_setup_context
+        "convspectra::svdvals", _autograd.SVDVals.backward, setup_context=_svdvals_setup_context
     )
 
     def _svd_setup_context(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # as _autograd.SVD: unused outputs arrive as None
         ctx.save_for_backward(*output)
 
-    @in_full_float32
-    def _svd_backward(ctx, gU, gS, gVh):
-        U, S, Vh = ctx.saved_tensors
-        return svd_backward(U, S, Vh, gU, gS, gVh)
 
-    torch.library.register_autograd("convspectra::svd", _svd_backward, setup_context=_svd_setup_context)
+    torch.library.register_autograd("convspectra::svd", _autograd.SVD.backward, setup_context=_svd_setup_context)
 
     @torch.library.register_fake("convspectra::gram_bound")
     def _gram_bound_fake(A, steps):
@@ -131,13 +119,9 @@ if COMPILED:
         ctx.save_for_backward(inputs[0], output)
         ctx.steps = inputs[1]
 
-    @in_full_float32
-    def _gram_bound_backward(ctx, grad):
-        A, bound = ctx.saved_tensors
-        return gram_bound_gradient(A, bound, ctx.steps) * grad[..., None, None].to(A.dtype), None
 
     torch.library.register_autograd(
-        "convspectra::gram_bound", _gram_bound_backward, setup_context=_gram_bound_setup_context
+        "convspectra::gram_bound", _autograd.GramBound.backward, setup_context=_gram_bound_setup_context
     )
 
     @torch.library.register_fake("convspectra::cayley")
@@ -157,14 +141,9 @@ if COMPILED:
         ctx.mark_non_differentiable(M)  # (I + A)^{-1}, kept for the backward
         ctx.save_for_backward(inputs[0], M)
 
-    @in_full_float32
-    def _cayley_backward(ctx, grad_Q, grad_M):
-        W, M = ctx.saved_tensors
-        if differentiating_backward():
-            return cayley_vjp(W, grad_Q)
-        return torch.ops.convspectra.cayley_backward(grad_Q, W, M)
 
-    torch.library.register_autograd("convspectra::cayley", _cayley_backward, setup_context=_cayley_setup_context)
+    torch.library.register_autograd("convspectra::cayley", _autograd.Cayley.backward,
+                                    setup_context=_cayley_setup_context)
 
     @torch.library.register_fake("convspectra::bjorck")
     def _bjorck_fake(X, iters):
@@ -183,14 +162,9 @@ if COMPILED:
         ctx.save_for_backward(inputs[0])  # the backward recomputes the iterates from X
         ctx.iters = inputs[1]
 
-    @in_full_float32
-    def _bjorck_backward(ctx, grad):
-        (X,) = ctx.saved_tensors
-        if differentiating_backward():
-            return bjorck_vjp(X, grad, ctx.iters), None
-        return torch.ops.convspectra.bjorck_backward(grad, X, ctx.iters), None
 
-    torch.library.register_autograd("convspectra::bjorck", _bjorck_backward, setup_context=_bjorck_setup_context)
+    torch.library.register_autograd("convspectra::bjorck", _autograd.Bjorck.backward,
+                                    setup_context=_bjorck_setup_context)
 
     def _batch_rule(name: str, n_outputs: int):
         """A vmap rule for an op batched over leading dims: the vmapped dim
