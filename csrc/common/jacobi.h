@@ -9,12 +9,9 @@
 #pragma once
 
 #include "common/complex_math.h"
+#include "common/limits.h"  // kMaxJacobiSweeps
 
 namespace convspectra {
-
-// Hard cap on sweeps: Jacobi converges quadratically (typically 5-12 sweeps);
-// the cap only guarantees that no input, however pathological, loops forever.
-constexpr int kMaxJacobiSweeps = 64;
 
 template <typename R> CS_HD R machine_epsilon();
 template <> CS_HD float machine_epsilon<float>() { return 1.1920929e-07f; }

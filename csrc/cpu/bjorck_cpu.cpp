@@ -13,8 +13,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "aten_helpers.h"
-#include "bjorck_batched.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
+#include "aten/bjorck_batched.h"
 #include "common/bjorck.h"
 
 namespace convspectra {

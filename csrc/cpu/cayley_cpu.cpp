@@ -10,8 +10,9 @@
 #include <tuple>
 #include <vector>
 
-#include "aten_helpers.h"
-#include "cayley_composite.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
+#include "aten/cayley_batched.h"
 #include "common/cayley.h"
 
 namespace convspectra {

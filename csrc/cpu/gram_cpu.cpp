@@ -12,9 +12,10 @@
 #include <limits>
 #include <vector>
 
-#include "aten_helpers.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
 #include "common/gram.h"
-#include "gram_batched.h"
+#include "aten/gram_batched.h"
 
 namespace convspectra {
 namespace {

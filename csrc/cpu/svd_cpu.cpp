@@ -19,7 +19,8 @@
 #include <tuple>
 #include <vector>
 
-#include "aten_helpers.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
 #include "common/jacobi.h"
 
 namespace convspectra {

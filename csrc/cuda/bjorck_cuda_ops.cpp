@@ -6,8 +6,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "aten_helpers.h"
-#include "bjorck_batched.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
+#include "aten/bjorck_batched.h"
 #include "cuda/bjorck_cuda.h"
 #include "cuda/scalar_kind.h"
 

@@ -7,8 +7,9 @@
 
 #include <tuple>
 
-#include "aten_helpers.h"
-#include "cayley_composite.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
+#include "aten/cayley_batched.h"
 #include "cuda/cayley_cuda.h"
 #include "cuda/scalar_kind.h"
 

@@ -5,10 +5,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "aten_helpers.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
 #include "cuda/gram_cuda.h"
 #include "cuda/scalar_kind.h"
-#include "gram_batched.h"
+#include "aten/gram_batched.h"
 
 namespace convspectra {
 namespace {

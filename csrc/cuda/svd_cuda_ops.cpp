@@ -8,7 +8,8 @@
 
 #include <tuple>
 
-#include "aten_helpers.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
 #include "cuda/scalar_kind.h"
 
 namespace convspectra {

@@ -8,27 +8,9 @@
 
 #include <vector>
 
-#include "aten_helpers.h"
+#include "aten/matrix_batch.h"
 
 namespace convspectra {
-
-// Iterations are capped so that no argument can make a kernel run (or the
-// backward store iterates) without bound.
-constexpr int64_t kBjorckMaxIters = 1000;
-
-inline void check_bjorck_args(const at::Tensor& X, int64_t iters, const char* op) {
-  check_matrices(X, op, "X");
-  TORCH_CHECK(iters >= 0 && iters <= kBjorckMaxIters, op, ": iters must be in [0, ", kBjorckMaxIters, "], got ",
-              iters);
-}
-
-inline void check_bjorck_backward_args(const at::Tensor& grad, const at::Tensor& X, int64_t iters) {
-  const char* op = "convspectra::bjorck_backward";
-  check_bjorck_args(X, iters, op);
-  TORCH_CHECK(grad.sizes() == X.sizes(), op, ": grad and X shapes differ: ", grad.sizes(), " vs ", X.sizes());
-  TORCH_CHECK(grad.scalar_type() == X.scalar_type(), op, ": grad and X dtypes differ");
-  TORCH_CHECK(grad.device() == X.device(), op, ": grad and X are on different devices");
-}
 
 // X <- X (1.5 I - 0.5 X^H X), `iters` times.
 inline at::Tensor bjorck_batched(const at::Tensor& X0, int64_t iters) {

@@ -8,13 +8,14 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "aten_helpers.h"
+#include "aten/checks.h"
+#include "aten/matrix_batch.h"
 
 namespace convspectra {
 namespace {
 
 at::Tensor cayley_backward(const at::Tensor& grad_Q, const at::Tensor& W, const at::Tensor& M) {
-  TORCH_CHECK(grad_Q.sizes() == W.sizes(), "convspectra::cayley_backward: grad_Q and W shapes differ");
+  check_cayley_backward_args(grad_Q, W, M);
   const int64_t m = W.size(-2), n = W.size(-1);
   if (m < n) return conj_transpose(cayley_backward(conj_transpose(grad_Q), conj_transpose(W), M));
   const at::Tensor V = W.narrow(-2, n, m - n);

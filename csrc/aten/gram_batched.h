@@ -8,18 +8,9 @@
 #include <cmath>
 #include <limits>
 
-#include "aten_helpers.h"
+#include "aten/matrix_batch.h"
 
 namespace convspectra {
-
-// Squarings are capped: 2^60 is beyond any use, and no argument can make a kernel loop without bound.
-constexpr int64_t kGramMaxSteps = 60;
-
-inline void check_gram_args(const at::Tensor& A, int64_t steps) {
-  check_matrices(A, "convspectra::gram_bound", "A");
-  TORCH_CHECK(steps >= 0 && steps <= kGramMaxSteps, "convspectra::gram_bound: steps must be in [0, ", kGramMaxSteps,
-              "], got ", steps);
-}
 
 // A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
 inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {

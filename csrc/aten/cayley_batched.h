@@ -7,7 +7,7 @@
 #include <tuple>
 #include <vector>
 
-#include "aten_helpers.h"
+#include "aten/matrix_batch.h"
 
 namespace convspectra {
 
