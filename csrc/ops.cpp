@@ -12,13 +12,13 @@ TORCH_LIBRARY(convspectra, m) {
   // Upper bound of the spectral norm of each (..., m, n) matrix after `steps`
   // Gram iteration squarings (Delattre et al. 2023), shape (...), real dtype.
   m.def("gram_bound(Tensor A, int steps) -> Tensor");
-  // Batched Cayley map (MATH.md 5) of (..., m, n) matrices: Q (..., m, n) with
+  // Batched Cayley map (docs/math.md §5.1) of (..., m, n) matrices: Q (..., m, n) with
   // orthonormal columns (m >= n) or rows (m < n), and M = (I + A)^{-1}
   // (..., min, min) that the backward reuses.
   m.def("cayley(Tensor W) -> (Tensor Q, Tensor M)");
   m.def("cayley_backward(Tensor grad_Q, Tensor W, Tensor M) -> Tensor");
   // `iters` Bjorck steps X <- X (1.5 I - 0.5 X^H X) on (..., m, n) matrices
-  // (MATH.md 6; wide ones as X <- (1.5 I - 0.5 X X^H) X). The caller prescales
+  // (docs/math.md §6.1; wide ones as X <- (1.5 I - 0.5 X X^H) X). The caller prescales
   // X so that ||X||_2 <= 1; the result tends to the orthogonal polar factor.
   m.def("bjorck(Tensor X, int iters) -> Tensor");
   // Its vector-Jacobian product, unrolled through the same steps.

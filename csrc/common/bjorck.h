@@ -1,4 +1,4 @@
-// Bjorck orthogonalisation building blocks (MATH.md 6) for one tall row-major
+// Bjorck orthogonalisation building blocks (docs/math.md §6.1) for one tall row-major
 // m x n matrix (m >= n; wide matrices are handled as their conjugate
 // transpose). One step is  X <- X S,  S = 1.5 I - 0.5 X^H X;  it maps each
 // singular value s to 1.5 s - 0.5 s^3, so from 0 < s <= 1 all of them go to 1

@@ -1,4 +1,4 @@
-// Cayley map building blocks (MATH.md 5): the CPU kernel's serial loops; the
+// Cayley map building blocks (docs/math.md §5.1): the CPU kernel's serial loops; the
 // CUDA kernel splits the same loops over a block's threads.
 // For W = [U; V] (m x n, m >= n, U the top n x n block):
 //   A = U - U^H + V^H V,  M = (I + A)^{-1},  Q = [2 M - I; -2 V M].
