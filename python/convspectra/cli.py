@@ -65,12 +65,12 @@ def _analyse(conv, size, plot: bool) -> dict:
     import torch
 
     import convspectra as cs
-    from convspectra.nn import _effective_kernel
+    from convspectra.nn.penalty import effective_kernel
 
     t0 = time.perf_counter()
     H, W = size
     s = conv.stride[0] if conv.stride[0] == conv.stride[1] else None
-    weight = _effective_kernel(conv, conv.weight.detach())
+    weight = effective_kernel(conv, conv.weight.detach())
     per_group = weight.shape[0] // conv.groups
     groups = [weight[g * per_group : (g + 1) * per_group] for g in range(conv.groups)]
     padding = conv.padding_mode if conv.padding_mode in ("zeros", "circular") else None
