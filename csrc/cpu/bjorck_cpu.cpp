@@ -15,13 +15,14 @@
 
 #include "aten/bjorck_batched.h"
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "common/bjorck.h"
 
 namespace convspectra {
 namespace {
 
 bool use_serial_kernel(int64_t batch, int64_t m, int64_t n) {
-  return m <= 16 && batch * m * n * n <= 65536;
+  return !force_fallback() && m <= 16 && batch * m * n * n <= 65536;
 }
 
 at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {

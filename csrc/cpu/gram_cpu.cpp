@@ -14,6 +14,7 @@
 
 #include "aten/gram_batched.h"
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "common/gram.h"
 
 namespace convspectra {
@@ -60,7 +61,8 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
 at::Tensor gram_bound_kernel(const MatrixBatch& A, int64_t steps) {
   const int64_t m = A.m, n = A.n;
   // the serial kernel indexes one matrix with int
-  if (std::min(m, n) > kGramSerialMaxCpu || m * n > INT32_MAX) return gram_bound_batched(A.flat, steps);
+  if (force_fallback() || std::min(m, n) > kGramSerialMaxCpu || m * n > INT32_MAX)
+    return gram_bound_batched(A.flat, steps);
   const auto st = A.flat.scalar_type();
   at::Tensor out = at::empty({A.batch}, A.flat.options().dtype(c10::toRealValueType(st)));
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_gram_bound_cpu", [&] {

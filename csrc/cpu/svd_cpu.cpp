@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "common/jacobi.h"
 
 namespace convspectra {
@@ -138,6 +139,7 @@ void svd_kernel(const MatrixBatch& mb, const at::Tensor& S3, const at::Tensor& U
   const bool want_uv = U3.defined();
   const at::Tensor& A = mb.flat;
   const int64_t m = mb.m, n = mb.n, k = std::min(m, n), batch = mb.batch, mat = m * n;
+  const bool force = force_fallback();
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(A.scalar_type(), "convspectra_svd_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
     using R = real_t<E>;
@@ -159,7 +161,7 @@ void svd_kernel(const MatrixBatch& mb, const at::Tensor& S3, const at::Tensor& U
             U3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
             Vh3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
           }
-        } else if (k <= kJacobiMaxCpu) {
+        } else if (k <= kJacobiMaxCpu && !force) {
           for (int64_t b = b0; b < b1; ++b) {
             jacobi_svd_one<E>(a + b * mat, int(m), int(n), s + b * k, want_uv ? u + b * m * k : nullptr,
                               want_uv ? vh + b * k * n : nullptr, scratch);

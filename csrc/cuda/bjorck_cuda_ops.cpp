@@ -8,6 +8,7 @@
 
 #include "aten/bjorck_batched.h"
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "cuda/bjorck_cuda.h"
 #include "cuda/scalar_kind.h"
 
@@ -18,7 +19,7 @@ at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {
   const char* op = "convspectra::bjorck";
   const cuda::ScalarKind kind = cuda::scalar_kind(X.flat.scalar_type(), op, "X");
   c10::cuda::CUDAGuard guard(X.flat.device());
-  if (iters == 0 || X.m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(X.m), int(X.n), false))
+  if (iters == 0 || force_fallback() || X.m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(X.m), int(X.n), false))
     return bjorck_batched(X.flat, iters);
   at::Tensor Y = at::empty_like(X.flat);
   const cudaError_t err = cuda::bjorck(kind, X.flat.const_data_ptr(), X.batch, int(X.m), int(X.n), int(iters),
@@ -32,7 +33,7 @@ at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X,
   const cuda::ScalarKind kind = cuda::scalar_kind(X.flat.scalar_type(), op, "X");
   c10::cuda::CUDAGuard guard(X.flat.device());
   const int64_t m = X.m, n = X.n;
-  if (iters == 0 || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
+  if (iters == 0 || force_fallback() || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
     return bjorck_backward_batched(grad.flat, X.flat, iters);
   at::Tensor out = at::empty_like(X.flat);
   const int grid = cuda::bjorck_backward_grid(kind, X.batch, int(m), int(n));

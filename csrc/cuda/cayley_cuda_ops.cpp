@@ -9,6 +9,7 @@
 
 #include "aten/cayley_batched.h"
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "cuda/cayley_cuda.h"
 #include "cuda/scalar_kind.h"
 
@@ -19,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_kernel(const MatrixBatch& W) {
   const char* op = "convspectra::cayley";
   const cuda::ScalarKind kind = cuda::scalar_kind(W.flat.scalar_type(), op, "W");
   c10::cuda::CUDAGuard guard(W.flat.device());
-  if (!cuda::cayley_fits_shared(kind, int(W.n))) return cayley_batched(W.flat);
+  if (force_fallback() || !cuda::cayley_fits_shared(kind, int(W.n))) return cayley_batched(W.flat);
   at::Tensor Q = at::empty_like(W.flat);
   at::Tensor M = at::empty({W.batch, W.n, W.n}, W.flat.options());
   const cudaError_t err = cuda::cayley(kind, W.flat.const_data_ptr(), W.batch, int(W.m), int(W.n),
