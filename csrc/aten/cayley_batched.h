@@ -5,18 +5,10 @@
 #include <ATen/ATen.h>
 
 #include <tuple>
-#include <vector>
 
 #include "aten/matrix_batch.h"
 
 namespace convspectra {
-
-// The shape of M = (I + A)^{-1} for W of shape (..., m, n), m >= n: (..., n, n).
-inline std::vector<int64_t> cayley_inverse_shape(const at::Tensor& W) {
-  auto shape = W.sizes().vec();
-  shape[shape.size() - 2] = W.size(-1);
-  return shape;
-}
 
 // W: (batch, m, n) with m >= n. Returns Q (batch, m, n) and M = (I + A)^{-1}.
 inline std::tuple<at::Tensor, at::Tensor> cayley_batched(const at::Tensor& W) {

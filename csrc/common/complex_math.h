@@ -1,8 +1,10 @@
 // Minimal complex arithmetic usable from host C++ and CUDA device code alike.
 // Torch's c10::complex is not available to nvcc without torch headers, and the
 // CUDA kernels are compiled without them, so both sides share this instead.
-// Complex<T> has the memory layout of std::complex<T> / c10::complex<T>
-// (re, im interleaved), so torch complex buffers can be reinterpreted as it.
+// Complex<T> has the memory layout and alignment of c10::complex<T> (re, im
+// interleaved, aligned to 2 * sizeof(T); aten/matrix_batch.h asserts it), so
+// torch complex buffers can be reinterpreted as it, and the GPU loads one
+// element in a single 8- or 16-byte access.
 #pragma once
 
 #include <cmath>
@@ -16,7 +18,7 @@
 namespace convspectra {
 
 template <typename T>
-struct Complex {
+struct alignas(2 * sizeof(T)) Complex {
   T re;
   T im;
 };

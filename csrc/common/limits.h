@@ -18,4 +18,12 @@ constexpr int kMaxBjorckIters = 1000;
 // sweeps); the cap only guarantees that no input loops forever.
 constexpr int kMaxJacobiSweeps = 64;
 
+// Scratch memory: what an op allocates beyond its inputs, its outputs and a
+// few temporaries of their size -- the CUDA SVD's global workspace, the
+// iterates that the backward of Bjorck recomputes -- stays within this budget
+// (256 MiB). Such buffers are processed in waves of as many matrices as fit
+// (at least one), and the Bjorck backward checkpoints its iterates when even
+// one matrix's would not fit (common/bjorck.h).
+constexpr int64_t kScratchBudgetBytes = int64_t(256) << 20;
+
 }  // namespace convspectra

@@ -13,31 +13,27 @@
 #include <algorithm>
 #include <vector>
 
-#include "aten/checks.h"
-#include "aten/matrix_batch.h"
 #include "aten/bjorck_batched.h"
+#include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "common/bjorck.h"
 
 namespace convspectra {
 namespace {
 
 bool use_serial_kernel(int64_t batch, int64_t m, int64_t n) {
-  return m <= 16 && batch * m * n * n <= 65536;
+  return !force_fallback() && m <= 16 && batch * m * n * n <= 65536;
 }
 
-at::Tensor bjorck_cpu(const at::Tensor& X_in, int64_t iters) {
-  check_bjorck_args(X_in, iters, "convspectra::bjorck");
-  const int64_t m = X_in.size(-2), n = X_in.size(-1);
-  if (m < n) return conj_transpose(bjorck_cpu(conj_transpose(X_in), iters));
-  if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);
-  const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
-  if (!use_serial_kernel(X.size(0), m, n)) return bjorck_batched(X, iters).view(X_in.sizes());
-  at::Tensor Y = at::empty_like(X);
-  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.scalar_type(), "convspectra_bjorck_cpu", [&] {
+at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {
+  const int64_t m = X.m, n = X.n;
+  if (!use_serial_kernel(X.batch, m, n)) return bjorck_batched(X.flat, iters);
+  at::Tensor Y = at::empty_like(X.flat);
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.flat.scalar_type(), "convspectra_bjorck_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
-    const E* x = reinterpret_cast<const E*>(X.const_data_ptr<scalar_t>());
-    E* y = reinterpret_cast<E*>(Y.mutable_data_ptr<scalar_t>());
-    at::parallel_for(0, X.size(0), std::max<int64_t>(1, 64 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
+    const E* x = elements<scalar_t>(X.flat);
+    E* y = mutable_elements<scalar_t>(Y);
+    at::parallel_for(0, X.batch, std::max<int64_t>(1, 64 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> s(n * n), tmp(m * n);
       for (int64_t b = b0; b < b1; ++b) {
         E* cur = y + b * m * n;
@@ -49,24 +45,19 @@ at::Tensor bjorck_cpu(const at::Tensor& X_in, int64_t iters) {
       }
     });
   });
-  return Y.view(X_in.sizes());
+  return Y;
 }
 
-at::Tensor bjorck_backward_cpu(const at::Tensor& grad_in, const at::Tensor& X_in, int64_t iters) {
-  check_bjorck_backward_args(grad_in, X_in, iters);
-  const int64_t m = X_in.size(-2), n = X_in.size(-1);
-  if (m < n) return conj_transpose(bjorck_backward_cpu(conj_transpose(grad_in), conj_transpose(X_in), iters));
-  if (X_in.numel() == 0) return at::empty_like(X_in, at::MemoryFormat::Contiguous);
-  const at::Tensor X = X_in.reshape({-1, m, n}).resolve_conj().contiguous();
-  const at::Tensor grad = grad_in.reshape({-1, m, n}).resolve_conj().contiguous();
-  if (!use_serial_kernel(X.size(0), m, n)) return bjorck_backward_batched(grad, X, iters).view(X_in.sizes());
-  at::Tensor G = grad.clone();  // updated in place
-  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.scalar_type(), "convspectra_bjorck_backward_cpu", [&] {
+at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X, int64_t iters) {
+  const int64_t m = X.m, n = X.n;
+  if (!use_serial_kernel(X.batch, m, n)) return bjorck_backward_batched(grad.flat, X.flat, iters);
+  at::Tensor G = grad.flat.clone();  // updated in place
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.flat.scalar_type(), "convspectra_bjorck_backward_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
-    const E* x = reinterpret_cast<const E*>(X.const_data_ptr<scalar_t>());
-    E* g = reinterpret_cast<E*>(G.mutable_data_ptr<scalar_t>());
+    const E* x = elements<scalar_t>(X.flat);
+    E* g = mutable_elements<scalar_t>(G);
     const int64_t mn = m * n;
-    at::parallel_for(0, X.size(0), std::max<int64_t>(1, 64 / (mn + 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, X.batch, std::max<int64_t>(1, 64 / (mn + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> iterates(std::max<int64_t>(iters, 1) * mn), s(n * n), t(n * n), p(mn);
       for (int64_t b = b0; b < b1; ++b) {
         // X_0 .. X_{iters-1}: the inputs of each step
@@ -78,7 +69,16 @@ at::Tensor bjorck_backward_cpu(const at::Tensor& grad_in, const at::Tensor& X_in
       }
     });
   });
-  return G.view(X_in.sizes());
+  return G;
+}
+
+at::Tensor bjorck_cpu(const at::Tensor& X, int64_t iters) {
+  return bjorck_op(X, iters, [&](const MatrixBatch& x) { return bjorck_kernel(x, iters); });
+}
+
+at::Tensor bjorck_backward_cpu(const at::Tensor& grad, const at::Tensor& X, int64_t iters) {
+  return bjorck_backward_op(grad, X, iters,
+                            [&](const MatrixBatch& g, const MatrixBatch& x) { return bjorck_backward_kernel(g, x, iters); });
 }
 
 }  // namespace

@@ -12,10 +12,10 @@
 #include <limits>
 #include <vector>
 
-#include "aten/checks.h"
-#include "aten/matrix_batch.h"
-#include "common/gram.h"
 #include "aten/gram_batched.h"
+#include "aten/matrix_batch.h"
+#include "aten/switches.h"
+#include "common/gram.h"
 
 namespace convspectra {
 namespace {
@@ -58,28 +58,28 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
   return R(std::exp(gram_log_bound(log_scale, 0.5 * std::log(double(f2)), steps))) * amax;
 }
 
-at::Tensor gram_bound_cpu(const at::Tensor& A_in, int64_t steps) {
-  check_gram_args(A_in, steps);
-  const auto st = A_in.scalar_type();
-  const int64_t m = A_in.size(-2), n = A_in.size(-1);
-  auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
-  at::Tensor out = at::empty(batch_shape, A_in.options().dtype(c10::toRealValueType(st)));
-  if (out.numel() == 0) return out;
-  if (m == 0 || n == 0) return out.zero_();
-  const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
+at::Tensor gram_bound_kernel(const MatrixBatch& A, int64_t steps) {
+  const int64_t m = A.m, n = A.n;
   // the serial kernel indexes one matrix with int
-  if (std::min(m, n) > kGramSerialMaxCpu || m * n > INT32_MAX) return gram_bound_batched(A, steps).view(batch_shape);
+  if (force_fallback() || std::min(m, n) > kGramSerialMaxCpu || m * n > INT32_MAX)
+    return gram_bound_batched(A.flat, steps);
+  const auto st = A.flat.scalar_type();
+  at::Tensor out = at::empty({A.batch}, A.flat.options().dtype(c10::toRealValueType(st)));
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(st, "convspectra_gram_bound_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
     using R = real_t<E>;
-    const E* a = reinterpret_cast<const E*>(A.const_data_ptr<scalar_t>());
+    const E* a = elements<scalar_t>(A.flat);
     R* o = out.mutable_data_ptr<R>();
-    at::parallel_for(0, A.size(0), std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, A.batch, std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> g, c;
       for (int64_t b = b0; b < b1; ++b) o[b] = gram_bound_one(a + b * m * n, int(m), int(n), int(steps), g, c);
     });
   });
   return out;
+}
+
+at::Tensor gram_bound_cpu(const at::Tensor& A, int64_t steps) {
+  return gram_bound_op(A, steps, [&](const MatrixBatch& a) { return gram_bound_kernel(a, steps); });
 }
 
 }  // namespace

@@ -19,8 +19,8 @@
 #include <tuple>
 #include <vector>
 
-#include "aten/checks.h"
 #include "aten/matrix_batch.h"
+#include "aten/switches.h"
 #include "common/jacobi.h"
 
 namespace convspectra {
@@ -134,42 +134,24 @@ void for_each_finite_run(const E* a, int64_t mat, int64_t begin, int64_t end, Fn
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_in, bool want_uv, const char* op) {
-  check_matrices(A_in, op, "A");
-  TORCH_CHECK(A_in.device().is_cpu(), op, ": expected a CPU tensor");
-  // A kernel records no autograd history: the ATen calls below write into
-  // views of the outputs. Grad mode is thread local and OpenMP workers do not
-  // inherit it, so each thread sets it again.
-  at::NoGradGuard no_grad;
-  const int64_t m = A_in.size(-2), n = A_in.size(-1), k = std::min(m, n);
-  auto batch_shape = A_in.sizes().slice(0, A_in.dim() - 2).vec();
-  const auto real_dtype = c10::toRealValueType(A_in.scalar_type());
-  auto shape_with = [&](int64_t a, int64_t b) {
-    auto s = batch_shape;
-    s.push_back(a);
-    if (b >= 0) s.push_back(b);
-    return s;
-  };
-  at::Tensor S = at::empty(shape_with(k, -1), A_in.options().dtype(real_dtype));
-  at::Tensor U = want_uv ? at::empty(shape_with(m, k), A_in.options()) : at::Tensor();
-  at::Tensor Vh = want_uv ? at::empty(shape_with(k, n), A_in.options()) : at::Tensor();
-  if (A_in.numel() == 0 || k == 0) return {U, S, Vh};
-
-  const at::Tensor A = A_in.reshape({-1, m, n}).resolve_conj().contiguous();  // raw memory below
-  const int64_t batch = A.size(0), mat = m * n;
-  at::Tensor S3 = S.view({batch, k});
-  at::Tensor U3 = want_uv ? U.view({batch, m, k}) : at::Tensor();
-  at::Tensor Vh3 = want_uv ? Vh.view({batch, k, n}) : at::Tensor();
-
+// Fills S3 (batch, k) and, with vectors, U3 (batch, m, k) and Vh3 (batch, k, n).
+void svd_kernel(const MatrixBatch& mb, const at::Tensor& S3, const at::Tensor& U3, const at::Tensor& Vh3) {
+  const bool want_uv = U3.defined();
+  const at::Tensor& A = mb.flat;
+  const int64_t m = mb.m, n = mb.n, k = std::min(m, n), batch = mb.batch, mat = m * n;
+  const bool force = force_fallback();
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(A.scalar_type(), "convspectra_svd_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
     using R = real_t<E>;
-    const E* a = reinterpret_cast<const E*>(A.const_data_ptr<scalar_t>());
+    const E* a = elements<scalar_t>(A);
     R* s = S3.mutable_data_ptr<R>();
-    E* u = want_uv ? reinterpret_cast<E*>(U3.mutable_data_ptr<scalar_t>()) : nullptr;
-    E* vh = want_uv ? reinterpret_cast<E*>(Vh3.mutable_data_ptr<scalar_t>()) : nullptr;
+    E* u = want_uv ? mutable_elements<scalar_t>(U3) : nullptr;
+    E* vh = want_uv ? mutable_elements<scalar_t>(Vh3) : nullptr;
     const int64_t grain = std::max<int64_t>(1, 4096 / (mat + 1));
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+      // The ATen calls below write into views of the outputs and must record
+      // no history; grad mode is thread local and OpenMP workers do not
+      // inherit the op's NoGradGuard.
       at::NoGradGuard no_grad_in_worker;
       JacobiScratch<E> scratch;
       for_each_finite_run(a, mat, begin, end, [&](int64_t b0, int64_t b1, bool finite) {
@@ -179,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_
             U3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
             Vh3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
           }
-        } else if (k <= kJacobiMaxCpu) {
+        } else if (k <= kJacobiMaxCpu && !force) {
           for (int64_t b = b0; b < b1; ++b) {
             jacobi_svd_one<E>(a + b * mat, int(m), int(n), s + b * k, want_uv ? u + b * m * k : nullptr,
                               want_uv ? vh + b * k * n : nullptr, scratch);
@@ -195,15 +177,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu_impl(const at::Tensor& A_
       });
     });
   });
-  return {U, S, Vh};
 }
 
 at::Tensor svdvals_cpu(const at::Tensor& A) {
-  return std::get<1>(svd_cpu_impl(A, /*want_uv=*/false, "convspectra::svdvals"));
+  return std::get<1>(svd_op(A, /*want_uv=*/false, "convspectra::svdvals", svd_kernel));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_cpu(const at::Tensor& A) {
-  return svd_cpu_impl(A, /*want_uv=*/true, "convspectra::svd");
+  return svd_op(A, /*want_uv=*/true, "convspectra::svd", svd_kernel);
 }
 
 }  // namespace

@@ -261,13 +261,13 @@ struct LaunchPlan {
 };
 
 template <typename E>
-cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& plan) {
+cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, bool force_global, LaunchPlan& plan) {
   DeviceLimits limits;
   const cudaError_t err = device_limits(limits);
   if (err != cudaSuccess) return err;
   const int rows = std::max(m, n), cols = std::min(m, n);
   const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
-  plan.in_shared = shared_layout.shared_bytes <= limits.shared_optin;
+  plan.in_shared = !force_global && shared_layout.shared_bytes <= limits.shared_optin;
   const int pairs = (cols + 1) / 2;
   // at most what the compiled kernel can launch: at 128 registers per thread
   // (complex128 with vectors) 512 threads fill the 64 K-register file exactly
@@ -294,11 +294,11 @@ cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, LaunchPlan& pla
 
 template <typename E>
 cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh, void* workspace,
-                   size_t workspace_bytes, cudaStream_t stream) {
+                   size_t workspace_bytes, bool force_global, cudaStream_t stream) {
   if (batch == 0 || m == 0 || n == 0) return cudaSuccess;
   const bool want_uv = U != nullptr;
   LaunchPlan plan{};
-  cudaError_t err = make_plan<E>(batch, m, n, want_uv, plan);
+  cudaError_t err = make_plan<E>(batch, m, n, want_uv, force_global, plan);
   if (err != cudaSuccess) return err;
   if (workspace_bytes < plan.workspace_bytes) return cudaErrorInvalidValue;
   auto kernel = want_uv ? jacobi_svd_kernel<E, true> : jacobi_svd_kernel<E, false>;
@@ -309,18 +309,18 @@ cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U,
 
 }  // namespace
 
-size_t jacobi_svd_workspace_bytes(ScalarKind kind, int64_t batch, int m, int n, bool want_uv) {
+size_t jacobi_svd_workspace_bytes(ScalarKind kind, int64_t batch, int m, int n, bool want_uv, bool force_global) {
   LaunchPlan plan{};
   const cudaError_t err = dispatch_scalar_kind(kind, [&](auto e) {
-    return make_plan<decltype(e)>(batch, m, n, want_uv, plan);
+    return make_plan<decltype(e)>(batch, m, n, want_uv, force_global, plan);
   });
   return err == cudaSuccess ? plan.workspace_bytes : 0;
 }
 
 cudaError_t jacobi_svd(ScalarKind kind, const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh,
-                       void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                       void* workspace, size_t workspace_bytes, bool force_global, cudaStream_t stream) {
   return dispatch_scalar_kind(kind, [&](auto e) {
-    return launch<decltype(e)>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, stream);
+    return launch<decltype(e)>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, force_global, stream);
   });
 }
 
