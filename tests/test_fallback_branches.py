@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import DEVICES, DTYPES
+from helpers import DEVICES, DTYPES
 from structured import structured_batch
 
 ops = torch.ops.convspectra
