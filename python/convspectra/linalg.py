@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from . import _autograd, _checks, _ops, reference
+from . import _autograd, _checks, _ops
 from ._precision import full_float32
 
 __all__ = ["svdvals", "svd", "gram_bound", "cayley", "bjorck"]
@@ -38,6 +38,15 @@ def _compiled_for(t: torch.Tensor) -> bool:
             stacklevel=4,
         )
     return False
+
+
+def _fallback(name: str, *args):
+    """The plain-PyTorch version of an op, where no compiled kernel can run it
+    (imported here only: the fast path stays independent of the oracle)."""
+    from . import reference
+
+    with full_float32():
+        return getattr(reference, name)(*args)
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
@@ -82,8 +91,7 @@ def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
     steps = _checks.int_in_range(steps, "steps", 0, MAX_GRAM_STEPS)
     if _compiled_for(A):
         return _autograd.apply_op(_autograd.GramBound, torch.ops.convspectra.gram_bound, A, steps)
-    with full_float32():
-        return reference.gram_bound(A, steps)
+    return _fallback("gram_bound", A, steps)
 
 
 def cayley(W: torch.Tensor) -> torch.Tensor:
@@ -103,8 +111,7 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     _checks.check_matrices(W, "W")
     if _compiled_for(W):
         return _autograd.apply_op(_autograd.Cayley, torch.ops.convspectra.cayley, W)[0]
-    with full_float32():
-        return reference.cayley(W)
+    return _fallback("cayley", W)
 
 
 def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
@@ -128,8 +135,7 @@ def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
     _checks.check_matrices(W, "W")
     iters = _checks.int_in_range(iters, "iters", 0, MAX_BJORCK_ITERS)
     if not _compiled_for(W):
-        with full_float32():
-            return reference.bjorck(W, iters)
+        return _fallback("bjorck", W, iters)
     tiny = torch.finfo(W.real.dtype).tiny
     scale = gram_bound(W, BJORCK_PRESCALE_STEPS).clamp_min(tiny)
     return _autograd.apply_op(_autograd.Bjorck, torch.ops.convspectra.bjorck, W / scale[..., None, None], iters)
