@@ -43,3 +43,13 @@ def test_kernels_fakes_and_python_accept_the_same_range(op, arg, cap):
                 kernel(torch.empty(2, 3, 3, dtype=torch.float64), bad)
         with pytest.raises(ValueError, match=arg):
             public(A, bad)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (2, 3, 4), (3, 3)])
+def test_op_outputs_are_not_views(shape):
+    # a custom op's output must not alias an internal buffer: forward-mode AD rejects such views
+    A = torch.randn(*shape, dtype=torch.float64)
+    outputs = [*torch.ops.convspectra.svd(A), torch.ops.convspectra.svdvals(A), torch.ops.convspectra.gram_bound(A, 3),
+               *torch.ops.convspectra.cayley(A), torch.ops.convspectra.bjorck(A / 4, 2),
+               torch.ops.convspectra.bjorck_backward(A, A / 4, 2)]
+    assert all(t._base is None for t in outputs)

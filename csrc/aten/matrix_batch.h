@@ -36,6 +36,11 @@ typename ElementOf<scalar_t>::type* mutable_elements(const at::Tensor& t) {
   return reinterpret_cast<typename ElementOf<scalar_t>::type*>(t.mutable_data_ptr<scalar_t>());
 }
 
+// t with the given shape, as an op's own output: a view would alias the
+// kernel's flat result, which forward-mode AD (and torch.library's rules for
+// custom ops) reject; _unsafe_view shares the memory without being a view.
+inline at::Tensor as_output(const at::Tensor& t, at::IntArrayRef shape) { return at::_unsafe_view(t, shape); }
+
 // The conjugate transpose of the last two dims as a materialised contiguous
 // tensor. Kernels never pass lazy conj views around: raw-pointer code would read
 // the unconjugated memory, and traced (torch.compile) graphs have mishandled them.
@@ -84,8 +89,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_op(const at::Tensor& A, bool 
   const at::Tensor U = want_uv ? at::empty({a.batch, a.m, k}, A.options()) : at::Tensor();
   const at::Tensor Vh = want_uv ? at::empty({a.batch, k, a.n}, A.options()) : at::Tensor();
   if (!a.empty()) kernel(a, S, U, Vh);
-  if (!want_uv) return {U, S.view(a.shape({k})), Vh};
-  return {U.view(a.shape({a.m, k})), S.view(a.shape({k})), Vh.view(a.shape({k, a.n}))};
+  if (!want_uv) return {U, as_output(S, a.shape({k})), Vh};
+  return {as_output(U, a.shape({a.m, k})), as_output(S, a.shape({k})), as_output(Vh, a.shape({k, a.n}))};
 }
 
 // gram_bound: kernel(a) returns the (batch,) bounds of a non-empty batch.
@@ -95,7 +100,7 @@ at::Tensor gram_bound_op(const at::Tensor& A, int64_t steps, Kernel&& kernel) {
   at::NoGradGuard no_grad;
   const MatrixBatch a = matrix_batch(A);
   if (a.empty()) return at::zeros(a.batch_shape, A.options().dtype(c10::toRealValueType(A.scalar_type())));
-  return kernel(a).view(a.batch_shape);
+  return as_output(kernel(a), a.batch_shape);
 }
 
 // cayley: kernel(w) returns Q (batch, m, n) and M (batch, n, n) of tall
@@ -115,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_op(const at::Tensor& W, Kernel&& kerne
   const auto m_shape = w.shape({w.n, w.n});
   if (w.empty()) return {at::empty(W.sizes(), W.options()), at::empty(m_shape, W.options())};
   auto [Q, M] = kernel(w);
-  return {Q.view(W.sizes()), M.view(m_shape)};
+  return {as_output(Q, W.sizes()), as_output(M, m_shape)};
 }
 
 // bjorck: kernel(x) returns the (batch, m, n) result of tall matrices; wide X
@@ -127,7 +132,7 @@ at::Tensor bjorck_op(const at::Tensor& X, int64_t iters, Kernel&& kernel) {
   at::NoGradGuard no_grad;
   const MatrixBatch x = matrix_batch(X);
   if (x.empty()) return at::empty(X.sizes(), X.options());
-  return kernel(x).view(X.sizes());
+  return as_output(kernel(x), X.sizes());
 }
 
 // bjorck_backward: kernel(grad, x) as bjorck's.
@@ -139,7 +144,7 @@ at::Tensor bjorck_backward_op(const at::Tensor& grad, const at::Tensor& X, int64
   at::NoGradGuard no_grad;
   const MatrixBatch x = matrix_batch(X);
   if (x.empty()) return at::empty(X.sizes(), X.options());
-  return kernel(matrix_batch(grad), x).view(X.sizes());
+  return as_output(kernel(matrix_batch(grad), x), X.sizes());
 }
 
 }  // namespace convspectra
