@@ -34,7 +34,7 @@ at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X,
   c10::cuda::CUDAGuard guard(X.flat.device());
   const int64_t m = X.m, n = X.n;
   if (iters == 0 || force_fallback() || m > INT32_MAX || !cuda::bjorck_fits_shared(kind, int(m), int(n), true))
-    return bjorck_backward_batched(grad.flat, X.flat, iters);
+    return bjorck_backward_batched(grad.flat, X.flat, iters, scratch_budget());
   at::Tensor out = at::empty_like(X.flat);
   const int grid = cuda::bjorck_backward_grid(kind, X.batch, int(m), int(n));
   at::Tensor work = at::empty({int64_t(grid) * iters * m * n}, X.flat.options());  // the recomputed iterates
