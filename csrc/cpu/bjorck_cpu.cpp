@@ -103,8 +103,9 @@ at::Tensor bjorck_cpu(const at::Tensor& X, int64_t iters) {
 }
 
 at::Tensor bjorck_backward_cpu(const at::Tensor& grad, const at::Tensor& X, int64_t iters) {
-  return bjorck_backward_op(grad, X, iters,
-                            [&](const MatrixBatch& g, const MatrixBatch& x) { return bjorck_backward_kernel(g, x, iters); });
+  return bjorck_backward_op(grad, X, iters, [&](const MatrixBatch& g, const MatrixBatch& x) {
+    return bjorck_backward_kernel(g, x, iters);
+  });
 }
 
 }  // namespace
