@@ -249,3 +249,26 @@ def test_environment_variable_sets_the_initial_value():
         env = dict(os.environ, CONVSPECTRA_FORCE_FALLBACK=value)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex128])
+def test_bjorck_backward_in_waves_of_stored_iterates(device, dtype):
+    """A budget that holds all iterates of two matrices: the batched backward
+    runs waves of 2, 2 and 1 without checkpoints, and agrees with one wave."""
+    iters, (m, n) = 7, (6, 4)
+    A = structured_batch("gaussian", 5, m, n, dtype, seed=3)
+    X = (A / torch.linalg.matrix_norm(A.to(wide(dtype)), 2)[..., None, None].to(dtype)).to(device)
+    G = torch.randn_like(X)
+    matrix_bytes = m * n * X.element_size()
+    force = ops._set_force_fallback(True)
+    try:
+        whole = ops.bjorck_backward(G, X, iters)
+        budget = ops._set_scratch_budget(2 * iters * matrix_bytes)
+        try:
+            waves = ops.bjorck_backward(G, X, iters)
+        finally:
+            ops._set_scratch_budget(budget)
+    finally:
+        ops._set_force_fallback(force)
+    assert max_err(waves, whole.cpu()) <= 64 * eps(dtype)

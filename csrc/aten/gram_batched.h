@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 
 #include <cmath>
 #include <limits>
@@ -15,6 +16,7 @@ namespace convspectra {
 // A: (batch, m, n) contiguous; returns (batch,) upper bounds of ||A_b||_2.
 inline at::Tensor gram_bound_batched(const at::Tensor& A, int64_t steps) {
   at::NoGradGuard no_grad;  // a kernel: the op's autograd is registered separately
+  at::NoTF32Guard no_tf32;  // float32 products in float32, whatever the global TF32 switch says
   const at::Tensor X = A.size(1) < A.size(2) ? conj_transpose(A) : A;  // square the smaller Gram matrix
   const double tiny = c10::toRealValueType(A.scalar_type()) == at::kFloat ? double(std::numeric_limits<float>::min())
                                                                           : std::numeric_limits<double>::min();

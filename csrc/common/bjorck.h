@@ -87,4 +87,59 @@ CS_HD void bjorck_step_vjp(const E* X, int m, int n, E* G, E* S, E* T, E* P) {
   }
 }
 
+// The backward of `iters` steps needs the input X_t of every step, last one
+// first. Storing them all takes `iters` matrices of scratch; where that is
+// over the budget they are recomputed in segments instead: a first forward
+// pass keeps every `length`-th iterate as a checkpoint, then each segment is
+// recomputed from its checkpoint, the last segment first. That stores
+// count - 1 checkpoints and one segment, about 2 sqrt(iters) matrices (63 for
+// 1000 steps) instead of iters, for one more forward pass.
+struct BjorckSegments {
+  int length;  // steps per segment (the last one may be shorter)
+  int count;   // segments, ceil(iters / length)
+  CS_HD int slots() const { return count - 1 + length; }  // matrices of scratch
+};
+
+CS_HD BjorckSegments bjorck_segments(int iters, bool store_all) {
+  const int steps = iters > 1 ? iters : 1;
+  int length = steps;
+  if (!store_all) {
+    length = 1;
+    while (length * length < steps) ++length;
+  }
+  return {length, (steps + length - 1) / length};
+}
+
+// The backward's schedule on `ops`, which holds the current iterate X, the
+// gradient G, `seg.count - 1` checkpoint slots and `seg.length` iterate slots:
+//   ops.load_input()        X = X_0
+//   ops.load_checkpoint(j)  X = checkpoint j      ops.save_checkpoint(j)  checkpoint j = X
+//   ops.save_iterate(t)     iterate t = X         ops.step()              X = one step of X
+//   ops.vjp(t)              G = the vector-Jacobian product of the step from iterate t, applied to G
+// (the CPU loops, the ATen products and the CUDA kernel each implement it).
+template <typename Ops>
+CS_HD void bjorck_backward_schedule(int iters, BjorckSegments seg, Ops& ops) {
+  if (seg.count > 1) {  // checkpoint j holds X_{(j + 1) length}
+    ops.load_input();
+    for (int t = 1; t <= (seg.count - 1) * seg.length; ++t) {
+      ops.step();
+      if (t % seg.length == 0) ops.save_checkpoint(t / seg.length - 1);
+    }
+  }
+  for (int j = seg.count - 1; j >= 0; --j) {
+    const int start = j * seg.length;
+    const int len = iters - start < seg.length ? iters - start : seg.length;
+    if (j == 0) {
+      ops.load_input();
+    } else {
+      ops.load_checkpoint(j - 1);
+    }
+    for (int t = 0; t < len; ++t) {
+      ops.save_iterate(t);
+      if (t + 1 < len) ops.step();
+    }
+    for (int t = len - 1; t >= 0; --t) ops.vjp(t);
+  }
+}
+
 }  // namespace convspectra

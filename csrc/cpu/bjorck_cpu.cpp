@@ -48,24 +48,50 @@ at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {
   return Y;
 }
 
+// The backward schedule's operations (common/bjorck.h) on one matrix at a
+// time, in buffers that one thread reuses across its matrices.
+template <typename E>
+struct SerialBackward {
+  int m, n;
+  const E* x0 = nullptr;  // the current matrix's input and gradient
+  E* g = nullptr;
+  std::vector<E> x, next, checkpoints, iterates, s, t, p;
+
+  SerialBackward(int m_, int n_, BjorckSegments seg)
+      : m(m_), n(n_), x(size_t(m_) * n_), next(x.size()), checkpoints((seg.count - 1) * x.size()),
+        iterates(seg.length * x.size()), s(size_t(n_) * n_), t(s.size()), p(x.size()) {}
+
+  E* slot(std::vector<E>& v, int j) { return v.data() + size_t(j) * x.size(); }
+  void load_input() { std::copy(x0, x0 + x.size(), x.begin()); }
+  void load_checkpoint(int j) { std::copy_n(slot(checkpoints, j), x.size(), x.begin()); }
+  void save_checkpoint(int j) { std::copy(x.begin(), x.end(), slot(checkpoints, j)); }
+  void save_iterate(int k) { std::copy(x.begin(), x.end(), slot(iterates, k)); }
+  void step() {
+    bjorck_step(x.data(), m, n, s.data(), next.data());
+    x.swap(next);
+  }
+  void vjp(int k) { bjorck_step_vjp(slot(iterates, k), m, n, g, s.data(), t.data(), p.data()); }
+};
+
 at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X, int64_t iters) {
   const int64_t m = X.m, n = X.n;
-  if (!use_serial_kernel(X.batch, m, n)) return bjorck_backward_batched(grad.flat, X.flat, iters);
+  if (!use_serial_kernel(X.batch, m, n)) return bjorck_backward_batched(grad.flat, X.flat, iters, scratch_budget());
   at::Tensor G = grad.flat.clone();  // updated in place
+  // each thread keeps one matrix's iterates: all of them, or checkpoints if
+  // the threads' together would pass the budget
+  const int64_t store_all_bytes = int64_t(at::get_num_threads()) * iters * m * n * int64_t(X.flat.element_size());
+  const BjorckSegments seg = bjorck_segments(int(iters), store_all_bytes <= scratch_budget());
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES(X.flat.scalar_type(), "convspectra_bjorck_backward_cpu", [&] {
     using E = typename ElementOf<scalar_t>::type;
     const E* x = elements<scalar_t>(X.flat);
     E* g = mutable_elements<scalar_t>(G);
     const int64_t mn = m * n;
     at::parallel_for(0, X.batch, std::max<int64_t>(1, 64 / (mn + 1)), [&](int64_t b0, int64_t b1) {
-      std::vector<E> iterates(std::max<int64_t>(iters, 1) * mn), s(n * n), t(n * n), p(mn);
+      SerialBackward<E> ops(int(m), int(n), seg);
       for (int64_t b = b0; b < b1; ++b) {
-        // X_0 .. X_{iters-1}: the inputs of each step
-        std::copy(x + b * mn, x + (b + 1) * mn, iterates.begin());
-        for (int64_t k = 0; k + 1 < iters; ++k)
-          bjorck_step(&iterates[k * mn], int(m), int(n), s.data(), &iterates[(k + 1) * mn]);
-        for (int64_t k = iters - 1; k >= 0; --k)
-          bjorck_step_vjp(&iterates[k * mn], int(m), int(n), g + b * mn, s.data(), t.data(), p.data());
+        ops.x0 = x + b * mn;
+        ops.g = g + b * mn;
+        bjorck_backward_schedule(int(iters), seg, ops);
       }
     });
   });
@@ -77,8 +103,9 @@ at::Tensor bjorck_cpu(const at::Tensor& X, int64_t iters) {
 }
 
 at::Tensor bjorck_backward_cpu(const at::Tensor& grad, const at::Tensor& X, int64_t iters) {
-  return bjorck_backward_op(grad, X, iters,
-                            [&](const MatrixBatch& g, const MatrixBatch& x) { return bjorck_backward_kernel(g, x, iters); });
+  return bjorck_backward_op(grad, X, iters, [&](const MatrixBatch& g, const MatrixBatch& x) {
+    return bjorck_backward_kernel(g, x, iters);
+  });
 }
 
 }  // namespace

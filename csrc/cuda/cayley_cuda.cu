@@ -95,14 +95,8 @@ __global__ void __launch_bounds__(kThreads) cayley_kernel(const E* __restrict__ 
 }
 
 template <typename E>
-bool fits(int n) {
-  DeviceLimits limits;
-  return device_limits(limits) == cudaSuccess && shared_bytes<E>(n) <= limits.shared_optin;
-}
-
-template <typename E>
-cudaError_t launch(const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
-  if (batch == 0 || n == 0) return cudaSuccess;
+Status launch(const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
+  if (batch == 0 || n == 0) return {};
   const int blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
   return launch_with_shared(cayley_kernel<E>, blocks, kThreads, shared_bytes<E>(n), stream, static_cast<const E*>(W),
                             batch, m, n, static_cast<E*>(Q), static_cast<E*>(M));
@@ -110,16 +104,11 @@ cudaError_t launch(const void* W, int64_t batch, int m, int n, void* Q, void* M,
 
 }  // namespace
 
-bool cayley_fits_shared(ScalarKind kind, int n) {
-  bool ok = false;
-  dispatch_scalar_kind(kind, [&](auto e) {
-    ok = fits<decltype(e)>(n);
-    return cudaSuccess;
-  });
-  return ok;
+Status cayley_fits_shared(ScalarKind kind, int n, bool& fits) {
+  return dispatch_scalar_kind(kind, [&](auto e) { return fits_shared(shared_bytes<decltype(e)>(n), fits); });
 }
 
-cudaError_t cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
+Status cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream) {
   return dispatch_scalar_kind(kind, [&](auto e) { return launch<decltype(e)>(W, batch, m, n, Q, M, stream); });
 }
 

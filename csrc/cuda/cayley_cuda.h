@@ -6,17 +6,17 @@
 
 #include <cstdint>
 
-#include "cuda/svd_cuda.h"  // ScalarKind
+#include "cuda/scalar_kind.h"
 
 namespace convspectra {
 namespace cuda {
 
 // Whether the n x n system of one matrix fits in a block's shared memory.
-bool cayley_fits_shared(ScalarKind kind, int n);
+Status cayley_fits_shared(ScalarKind kind, int n, bool& fits);
 
 // Q (batch x m x n) and M = (I + A)^{-1} (batch x n x n) for `batch`
 // contiguous row-major m x n matrices W, m >= n.
-cudaError_t cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream);
+Status cayley(ScalarKind kind, const void* W, int64_t batch, int m, int n, void* Q, void* M, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace convspectra

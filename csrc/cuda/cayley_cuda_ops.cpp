@@ -2,7 +2,6 @@
 // system fits in shared memory, batched cuSOLVER / cuBLAS otherwise.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -11,7 +10,7 @@
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "cuda/cayley_cuda.h"
-#include "cuda/scalar_kind.h"
+#include "cuda/torch_glue.h"
 
 namespace convspectra {
 namespace {
@@ -20,13 +19,14 @@ std::tuple<at::Tensor, at::Tensor> cayley_kernel(const MatrixBatch& W) {
   const char* op = "convspectra::cayley";
   const cuda::ScalarKind kind = cuda::scalar_kind(W.flat.scalar_type(), op, "W");
   c10::cuda::CUDAGuard guard(W.flat.device());
-  if (force_fallback() || !cuda::cayley_fits_shared(kind, int(W.n))) return cayley_batched(W.flat);
+  bool fits = false;
+  if (!force_fallback()) cuda::check(cuda::cayley_fits_shared(kind, int(W.n), fits), op);
+  if (!fits) return cayley_batched(W.flat);
   at::Tensor Q = at::empty_like(W.flat);
   at::Tensor M = at::empty({W.batch, W.n, W.n}, W.flat.options());
-  const cudaError_t err = cuda::cayley(kind, W.flat.const_data_ptr(), W.batch, int(W.m), int(W.n),
-                                       Q.mutable_data_ptr(), M.mutable_data_ptr(),
-                                       c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
+  cuda::check(cuda::cayley(kind, W.flat.const_data_ptr(), W.batch, int(W.m), int(W.n), Q.mutable_data_ptr(),
+                           M.mutable_data_ptr(), cuda::current_stream()),
+              op);
   return {Q, M};
 }
 

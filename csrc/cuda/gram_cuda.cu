@@ -126,14 +126,8 @@ __global__ void __launch_bounds__(kThreads) gram_bound_kernel(const E* __restric
 }
 
 template <typename E>
-bool fits(int m, int n) {
-  DeviceLimits limits;
-  return device_limits(limits) == cudaSuccess && shared_bytes<E>(m, n) <= limits.shared_optin;
-}
-
-template <typename E>
-cudaError_t launch(const void* A, int64_t batch, int m, int n, int steps, void* out, cudaStream_t stream) {
-  if (batch == 0) return cudaSuccess;
+Status launch(const void* A, int64_t batch, int m, int n, int steps, void* out, cudaStream_t stream) {
+  if (batch == 0) return {};
   const int blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
   return launch_with_shared(gram_bound_kernel<E>, blocks, kThreads, shared_bytes<E>(m, n), stream,
                             static_cast<const E*>(A), batch, m, n, steps, static_cast<real_t<E>*>(out));
@@ -141,17 +135,12 @@ cudaError_t launch(const void* A, int64_t batch, int m, int n, int steps, void* 
 
 }  // namespace
 
-bool gram_bound_fits_shared(ScalarKind kind, int m, int n) {
-  bool ok = false;
-  dispatch_scalar_kind(kind, [&](auto e) {
-    ok = fits<decltype(e)>(m, n);
-    return cudaSuccess;
-  });
-  return ok;
+Status gram_bound_fits_shared(ScalarKind kind, int m, int n, bool& fits) {
+  return dispatch_scalar_kind(kind, [&](auto e) { return fits_shared(shared_bytes<decltype(e)>(m, n), fits); });
 }
 
-cudaError_t gram_bound(ScalarKind kind, const void* A, int64_t batch, int m, int n, int steps, void* out,
-                       cudaStream_t stream) {
+Status gram_bound(ScalarKind kind, const void* A, int64_t batch, int m, int n, int steps, void* out,
+                  cudaStream_t stream) {
   return dispatch_scalar_kind(kind, [&](auto e) { return launch<decltype(e)>(A, batch, m, n, steps, out, stream); });
 }
 

@@ -2,14 +2,13 @@
 // and its Gram matrix fit in shared memory, batched cuBLAS products otherwise.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "aten/gram_batched.h"
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "cuda/gram_cuda.h"
-#include "cuda/scalar_kind.h"
+#include "cuda/torch_glue.h"
 
 namespace convspectra {
 namespace {
@@ -20,12 +19,13 @@ at::Tensor gram_bound_kernel(const MatrixBatch& A, int64_t steps) {
   const cuda::ScalarKind kind = cuda::scalar_kind(st, op, "A");
   TORCH_CHECK(A.m <= INT32_MAX && A.n <= INT32_MAX, op, ": A's matrix dimensions are too large");
   c10::cuda::CUDAGuard guard(A.flat.device());
-  if (force_fallback() || !cuda::gram_bound_fits_shared(kind, int(A.m), int(A.n)))
-    return gram_bound_batched(A.flat, steps);
+  bool fits = false;
+  if (!force_fallback()) cuda::check(cuda::gram_bound_fits_shared(kind, int(A.m), int(A.n), fits), op);
+  if (!fits) return gram_bound_batched(A.flat, steps);
   at::Tensor out = at::empty({A.batch}, A.flat.options().dtype(c10::toRealValueType(st)));
-  const cudaError_t err = cuda::gram_bound(kind, A.flat.const_data_ptr(), A.batch, int(A.m), int(A.n), int(steps),
-                                           out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
+  cuda::check(cuda::gram_bound(kind, A.flat.const_data_ptr(), A.batch, int(A.m), int(A.n), int(steps),
+                               out.mutable_data_ptr(), cuda::current_stream()),
+              op);
   return out;
 }
 

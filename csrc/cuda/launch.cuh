@@ -5,6 +5,8 @@
 
 #include <utility>
 
+#include "cuda/status.h"
+
 namespace convspectra {
 namespace cuda {
 
@@ -13,30 +15,43 @@ struct DeviceLimits {
   int sms = 1;              // streaming multiprocessors
 };
 
-// The current device's limits; on failure the defaults (nothing fits in
-// shared memory, one SM) stay and the error is returned.
-inline cudaError_t device_limits(DeviceLimits& limits) {
+// The current device's limits.
+inline Status device_limits(DeviceLimits& limits) {
   int dev = 0, optin = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err != cudaSuccess) return err;
+  CS_CUDA_TRY(cudaGetDevice(&dev));
+  CS_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  CS_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   limits.shared_optin = size_t(optin);
   limits.sms = sms > 0 ? sms : 1;
-  return cudaSuccess;
+  return {};
 }
 
-// Launches kernel with `bytes` of dynamic shared memory; beyond the default
-// 48 KiB a kernel must opt in first.
+// Whether `bytes` of dynamic shared memory fit one block of the current device.
+inline Status fits_shared(size_t bytes, bool& fits) {
+  DeviceLimits limits;
+  CS_RETURN_IF_FAILED(device_limits(limits));
+  fits = bytes <= limits.shared_optin;
+  return {};
+}
+
+// Beyond the default 48 KiB of dynamic shared memory a kernel must opt in
+// (before its launch, and before an occupancy query counts it).
+template <typename... Params>
+Status opt_in_shared(void (*kernel)(Params...), size_t bytes) {
+  if (bytes > 48 * 1024)
+    CS_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  return {};
+}
+
+// Launches kernel with `bytes` of dynamic shared memory.
 template <typename... Params, typename... Args>
-cudaError_t launch_with_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t bytes, cudaStream_t stream,
-                               Args&&... args) {
-  if (bytes > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    if (err != cudaSuccess) return err;
-  }
+Status launch_with_shared(void (*kernel)(Params...), dim3 grid, dim3 block, size_t bytes, cudaStream_t stream,
+                          Args&&... args) {
+  CS_RETURN_IF_FAILED(opt_in_shared(kernel, bytes));
   kernel<<<grid, block, bytes, stream>>>(std::forward<Args>(args)...);
-  return cudaGetLastError();
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return {err, "kernel launch"};
+  return {};
 }
 
 }  // namespace cuda

@@ -12,8 +12,8 @@
 #include <climits>
 
 #include "common/jacobi.h"
-#include "cuda/svd_cuda.h"
 #include "cuda/launch.cuh"
+#include "cuda/svd_cuda.h"
 
 namespace convspectra {
 namespace cuda {
@@ -74,9 +74,17 @@ __host__ __device__ Layout make_layout(int rows, int cols, bool want_uv, bool in
   return L;
 }
 
+// The launch bound: up to 512 threads (a warp per column pair, at most
+// kMaxWarps) and one resident block per SM, which leaves ptxas 128 registers
+// per thread. Every instantiation fits them without spills on sm_90 (complex128
+// with vectors uses all 128); a bound of 512 alone (ptxas then aims at more
+// resident blocks) made it spill. The launch never asks for more threads.
+constexpr int kMaxThreads = kWarp * kMaxWarps;
+
 template <typename E, bool kWantUV>
-__global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m, int n, real_t<E>* __restrict__ S,
-                                  E* __restrict__ U, E* __restrict__ Vh, E* __restrict__ gwork, bool in_shared) {
+__global__ void __launch_bounds__(kMaxThreads, 1)
+    jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m, int n, real_t<E>* __restrict__ S,
+                      E* __restrict__ U, E* __restrict__ Vh, E* __restrict__ gwork, bool in_shared) {
   using R = real_t<E>;
   extern __shared__ __align__(16) unsigned char smem[];
   const bool tall = m >= n;
@@ -131,7 +139,7 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
       }
     }
     if (kWantUV) {
-      for (int idx = tid; idx < cols * cols; idx += blockDim.x)
+      for (int64_t idx = tid; idx < int64_t(cols) * cols; idx += blockDim.x)
         V[idx] = make_real<E>(idx % cols == idx / cols ? R(1) : R(0));
     }
     __syncthreads();
@@ -252,75 +260,51 @@ __global__ void jacobi_svd_kernel(const E* __restrict__ A, int64_t batch, int m,
   }
 }
 
-struct LaunchPlan {
-  bool in_shared;
-  int threads;
-  int blocks;
-  size_t shared_bytes;
-  size_t workspace_bytes;
-};
-
-template <typename E>
-cudaError_t make_plan(int64_t batch, int m, int n, bool want_uv, bool force_global, LaunchPlan& plan) {
-  DeviceLimits limits;
-  const cudaError_t err = device_limits(limits);
-  if (err != cudaSuccess) return err;
-  const int rows = std::max(m, n), cols = std::min(m, n);
-  const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
-  plan.in_shared = !force_global && shared_layout.shared_bytes <= limits.shared_optin;
-  const int pairs = (cols + 1) / 2;
-  // at most what the compiled kernel can launch: at 128 registers per thread
-  // (complex128 with vectors) 512 threads fill the 64 K-register file exactly
-  cudaFuncAttributes attr{};
-  const cudaError_t attr_err = cudaFuncGetAttributes(
-      &attr, want_uv ? reinterpret_cast<const void*>(jacobi_svd_kernel<E, true>)
-                     : reinterpret_cast<const void*>(jacobi_svd_kernel<E, false>));
-  if (attr_err != cudaSuccess) return attr_err;
-  const int max_warps = std::max(1, attr.maxThreadsPerBlock / kWarp);
-  plan.threads = kWarp * std::max(1, std::min({kMaxWarps, pairs, max_warps}));
-  if (plan.in_shared) {
-    plan.shared_bytes = shared_layout.shared_bytes;
-    plan.blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
-    plan.workspace_bytes = 0;
-  } else {
-    // Large matrices: a few resident blocks per SM, each with its own slice.
-    const Layout g = make_layout<E>(rows, cols, want_uv, false);
-    plan.shared_bytes = g.shared_bytes;
-    plan.blocks = int(std::min<int64_t>(batch, int64_t(limits.sms) * 4));
-    plan.workspace_bytes = size_t(plan.blocks) * g.global_elems * sizeof(E);
-  }
-  return cudaSuccess;
-}
-
-template <typename E>
-cudaError_t launch(const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh, void* workspace,
-                   size_t workspace_bytes, bool force_global, cudaStream_t stream) {
-  if (batch == 0 || m == 0 || n == 0) return cudaSuccess;
-  const bool want_uv = U != nullptr;
-  LaunchPlan plan{};
-  cudaError_t err = make_plan<E>(batch, m, n, want_uv, force_global, plan);
-  if (err != cudaSuccess) return err;
-  if (workspace_bytes < plan.workspace_bytes) return cudaErrorInvalidValue;
-  auto kernel = want_uv ? jacobi_svd_kernel<E, true> : jacobi_svd_kernel<E, false>;
-  return launch_with_shared(kernel, plan.blocks, plan.threads, plan.shared_bytes, stream, static_cast<const E*>(A),
-                            batch, m, n, static_cast<real_t<E>*>(S), static_cast<E*>(U), static_cast<E*>(Vh),
-                            static_cast<E*>(workspace), plan.in_shared);
-}
-
 }  // namespace
 
-size_t jacobi_svd_workspace_bytes(ScalarKind kind, int64_t batch, int m, int n, bool want_uv, bool force_global) {
-  LaunchPlan plan{};
-  const cudaError_t err = dispatch_scalar_kind(kind, [&](auto e) {
-    return make_plan<decltype(e)>(batch, m, n, want_uv, force_global, plan);
+Status jacobi_svd_plan(ScalarKind kind, int64_t batch, int m, int n, bool want_uv, bool force_global,
+                       int64_t budget_bytes, JacobiSvdPlan& plan) {
+  return dispatch_scalar_kind(kind, [&](auto e) {
+    using E = decltype(e);
+    DeviceLimits limits;
+    CS_RETURN_IF_FAILED(device_limits(limits));
+    const int rows = std::max(m, n), cols = std::min(m, n);
+    const Layout shared_layout = make_layout<E>(rows, cols, want_uv, true);
+    plan.want_uv = want_uv;
+    plan.in_shared = !force_global && shared_layout.shared_bytes <= limits.shared_optin;
+    // a warp per column pair, at most the kernel's launch bound
+    plan.threads = kWarp * std::max(1, std::min(kMaxWarps, (cols + 1) / 2));
+    if (plan.in_shared) {
+      plan.shared_bytes = shared_layout.shared_bytes;
+      plan.blocks = int(std::min<int64_t>(batch, INT_MAX / 2));
+      plan.workspace_bytes = 0;
+    } else {
+      // Large matrices: a few resident blocks per SM, each with its own slice
+      // of global scratch, reused for the next matrix of the grid-stride loop:
+      // the batch runs in waves of `blocks` matrices, as many as the budget
+      // holds (at least one).
+      const Layout g = make_layout<E>(rows, cols, want_uv, false);
+      const int64_t slice_bytes = int64_t(g.global_elems * sizeof(E));
+      plan.shared_bytes = g.shared_bytes;
+      const int64_t resident = std::max<int64_t>(1, std::min<int64_t>(batch, int64_t(limits.sms) * 4));
+      plan.blocks = int(std::clamp<int64_t>(budget_bytes / slice_bytes, 1, resident));
+      plan.workspace_bytes = size_t(plan.blocks) * size_t(slice_bytes);
+    }
+    return Status{};
   });
-  return err == cudaSuccess ? plan.workspace_bytes : 0;
 }
 
-cudaError_t jacobi_svd(ScalarKind kind, const void* A, int64_t batch, int m, int n, void* S, void* U, void* Vh,
-                       void* workspace, size_t workspace_bytes, bool force_global, cudaStream_t stream) {
+Status jacobi_svd(ScalarKind kind, const JacobiSvdPlan& plan, const void* A, int64_t batch, int m, int n, void* S,
+                  void* U, void* Vh, void* workspace, cudaStream_t stream) {
+  if (batch == 0 || m == 0 || n == 0) return {};
+  if (plan.want_uv != (U != nullptr) || (plan.workspace_bytes > 0 && workspace == nullptr))
+    return {cudaErrorInvalidValue, "jacobi_svd: arguments do not match the plan"};
   return dispatch_scalar_kind(kind, [&](auto e) {
-    return launch<decltype(e)>(A, batch, m, n, S, U, Vh, workspace, workspace_bytes, force_global, stream);
+    using E = decltype(e);
+    auto kernel = plan.want_uv ? jacobi_svd_kernel<E, true> : jacobi_svd_kernel<E, false>;
+    return launch_with_shared(kernel, plan.blocks, plan.threads, plan.shared_bytes, stream, static_cast<const E*>(A),
+                              batch, m, n, static_cast<real_t<E>*>(S), static_cast<E*>(U), static_cast<E*>(Vh),
+                              static_cast<E*>(workspace), plan.in_shared);
   });
 }
 

@@ -3,14 +3,14 @@
 // torch headers.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
-#include "cuda/scalar_kind.h"
+#include "cuda/svd_cuda.h"
+#include "cuda/torch_glue.h"
 
 namespace convspectra {
 namespace {
@@ -21,15 +21,18 @@ auto svd_kernel(const char* op) {
     TORCH_CHECK(a.m <= INT32_MAX && a.n <= INT32_MAX, op, ": A's matrix dimensions are too large");
     c10::cuda::CUDAGuard guard(a.flat.device());
     const bool want_uv = U.defined();
-    const bool force_global = force_fallback();
-    const size_t ws_bytes = cuda::jacobi_svd_workspace_bytes(kind, a.batch, int(a.m), int(a.n), want_uv, force_global);
-    at::Tensor ws = ws_bytes ? at::empty({int64_t(ws_bytes)}, a.flat.options().dtype(at::kByte)) : at::Tensor();
-    const cudaError_t err = cuda::jacobi_svd(kind, a.flat.const_data_ptr(), a.batch, int(a.m), int(a.n),
-                                             S.mutable_data_ptr(), want_uv ? U.mutable_data_ptr() : nullptr,
-                                             want_uv ? Vh.mutable_data_ptr() : nullptr,
-                                             ws_bytes ? ws.mutable_data_ptr() : nullptr, ws_bytes, force_global,
-                                             c10::cuda::getCurrentCUDAStream().stream());
-    TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
+    cuda::JacobiSvdPlan plan;
+    cuda::check(cuda::jacobi_svd_plan(kind, a.batch, int(a.m), int(a.n), want_uv, force_fallback(),
+                                      scratch_budget(), plan),
+                op);
+    const at::Tensor ws = plan.workspace_bytes
+                              ? at::empty({int64_t(plan.workspace_bytes)}, a.flat.options().dtype(at::kByte))
+                              : at::Tensor();
+    cuda::check(cuda::jacobi_svd(kind, plan, a.flat.const_data_ptr(), a.batch, int(a.m), int(a.n),
+                                 S.mutable_data_ptr(), want_uv ? U.mutable_data_ptr() : nullptr,
+                                 want_uv ? Vh.mutable_data_ptr() : nullptr,
+                                 ws.defined() ? ws.mutable_data_ptr() : nullptr, cuda::current_stream()),
+                op);
   };
 }
 
