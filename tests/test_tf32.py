@@ -9,7 +9,7 @@ as a baseline."""
 import pytest
 import torch
 
-from conftest import DEVICES
+from helpers import DEVICES
 
 ops = torch.ops.convspectra
 TOL = 4e-6  # relative: float32 products reach 1e-7 to 1e-6 here, TF32 ones 2e-5 to 3e-4
