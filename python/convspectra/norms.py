@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from . import _autograd, _checks, _precision, linalg
+from . import _autograd, _checks, _norm_search, _precision, linalg
 from ._precision import in_full_float32
 from .spectrum._grid import dft_angles, grid_symbols, symbol_at
 
@@ -82,8 +82,8 @@ def spectral_norm(
         # circular padding "certified" is the exact norm itself
         H, W = H + kh - 1, W + kw - 1
     if method == "gram":
-        return _max_over_frequencies(weight, H, W, lambda A: linalg.gram_bound(A, steps))
-    return _max_over_frequencies(weight, H, W, top_singular_value)
+        return linalg.gram_bound(symbol_at(weight, *gram_frequency(weight, H, W, steps)), steps)
+    return top_singular_value(symbol_at(weight, *top_frequency(weight, H, W)))
 
 
 def check_norm_options(method: str, padding: str, *, tol: float = 1e-6, max_iter: int = 1000,
@@ -116,9 +116,28 @@ def argmax_frequency(weight: torch.Tensor, H: int, W: int, per_matrix):
     return u.double() * (2 * math.pi / H), v.double() * (2 * math.pi / W)
 
 
-def _max_over_frequencies(weight: torch.Tensor, H: int, W: int, per_matrix) -> torch.Tensor:
-    """max over the grid of per_matrix(F(w)), differentiable through the argmax."""
-    return per_matrix(symbol_at(weight, *argmax_frequency(weight, H, W, per_matrix)))
+def _full_grid_search(weight: torch.Tensor) -> bool:
+    """Whether the argmax must come from solving every frequency: inside a
+    torch.compile graph or a torch.func transform (the pruned searches choose by
+    value), or for a kernel with NaN or Inf (which the full grid propagates)."""
+    if torch.compiler.is_compiling() or _autograd.functorch_active():
+        return True
+    return not bool(torch.isfinite(weight).all())
+
+
+def top_frequency(weight: torch.Tensor, H: int, W: int):
+    """The angles where the symbol's top singular value is largest (the
+    certified search of _norm_search, or the full grid where it cannot run)."""
+    if _full_grid_search(weight):
+        return argmax_frequency(weight, H, W, top_singular_value)
+    return _norm_search.top_singular_argmax(weight, H, W)
+
+
+def gram_frequency(weight: torch.Tensor, H: int, W: int, steps: int):
+    """The angles where the Gram bound after ``steps`` squarings is largest."""
+    if _full_grid_search(weight):
+        return argmax_frequency(weight, H, W, lambda A: linalg.gram_bound(A, steps))
+    return _norm_search.gram_argmax(weight, H, W, steps)
 
 
 def _tap_bound(weight: torch.Tensor, method: str) -> torch.Tensor:
@@ -235,7 +254,7 @@ def _circular_top_mode(weight, H, W) -> torch.Tensor:
     envelope that vanishes outside the image (the fundamental mode of the
     zero-padded boundary)."""
     c_in = weight.shape[1]
-    w1, w2 = argmax_frequency(weight, H, W, top_singular_value)
+    w1, w2 = top_frequency(weight, H, W)
     with torch.no_grad():
         _, _, Vh = linalg.svd(symbol_at(weight, w1, w2))
         # top right singular vector of F(w); conjugated in memory: a lazy conj
