@@ -207,9 +207,14 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
                 used += 1
                 alphas.append(torch.dot(basis[j], z))
                 V = basis[: j + 1]
-                for _ in range(2):  # full reorthogonalisation, twice is enough
-                    z = z - V.T @ (V @ z)
+                # full reorthogonalisation; a second pass only when the first cancelled much
+                # of z (Kahan-Parlett: "twice is enough")
+                before = torch.linalg.vector_norm(z)
+                z = z - (V @ z) @ V
                 beta = torch.linalg.vector_norm(z)
+                if bool(beta < REORTHOGONALISE_AGAIN * before):
+                    z = z - (V @ z) @ V
+                    beta = torch.linalg.vector_norm(z)
                 Tk = torch.diag(torch.stack(alphas))
                 if betas:
                     off = torch.stack(betas)
@@ -246,6 +251,8 @@ def _(info, in_dims, weight, H, W, pads, tol, max_iter):
 
 # Lanczos basis size before a restart (memory: this many input-sized vectors).
 LANCZOS_BASIS = 24
+# A reorthogonalised vector shorter than this fraction of itself before is reorthogonalised again.
+REORTHOGONALISE_AGAIN = 0.5 ** 0.5
 
 
 def _circular_top_mode(weight, H, W) -> torch.Tensor:
