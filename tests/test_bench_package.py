@@ -106,7 +106,7 @@ def test_relative_difference_compares_complex_values_whole():
 def row(**changes):
     r = {"family": "f", "case": "c", "direction": "backward", "shape": "s", "device": "cpu", "reference_ms": 2.0,
          "convspectra_ms": 1.0, "ratio": 2.0, "reference_peak_bytes": 3 * 2**20, "convspectra_peak_bytes": None,
-         "bandwidth_fraction": None, "max_rel_diff": 1e-7, "ok": True}
+         "bandwidth_fraction": None, "flop_fraction": None, "max_rel_diff": 1e-7, "ok": True}
     r.update(changes)
     return {k: r[k] for k in bench.ROW_KEYS}
 

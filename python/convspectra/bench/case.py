@@ -25,6 +25,9 @@ class Case:
     quick: bool = False
     direction: str = "forward"  # "forward", "backward" (timed alone) or "fwd+bwd"
     tol: float = 1e-4  # largest accepted relative difference of the two results
+    # the textbook count of real floating-point operations of our kernel's work
+    # (for the achieved fraction of the machine's float32 GEMM rate); None: not reported
+    flops: int | None = None
 
 
 def random_weights(c_out: int, c_in: int, k: int) -> Callable[[torch.device], tuple]:

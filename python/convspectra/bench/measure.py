@@ -48,9 +48,10 @@ def _backward_runner(fn, inputs, device):
 
 
 def run_case(case: Case, device, min_run_time: float, cpu_memory: ResidentPeakMemory | None = None,
-             bandwidth: float | None = None) -> dict:
+             bandwidth: float | None = None, flop_rate: float | None = None) -> dict:
     """The row of one case (keys: ROW_KEYS, in that order). ``bandwidth``: the
-    device's copy bandwidth in bytes/s, for the achieved fraction (GPU rows)."""
+    device's copy bandwidth in bytes/s, for the achieved fraction (GPU rows);
+    ``flop_rate``: its float32 GEMM rate in FLOP/s, for cases that count flops."""
     device = torch.device(device)
     cpu_memory = cpu_memory or ResidentPeakMemory()
     torch.manual_seed(0)
@@ -77,6 +78,9 @@ def run_case(case: Case, device, min_run_time: float, cpu_memory: ResidentPeakMe
     row["ratio"] = row["reference_ms"] / row["convspectra_ms"]
     row["bandwidth_fraction"] = (
         case.bytes_moved / (row["convspectra_ms"] / 1e3) / bandwidth if bandwidth else None
+    )
+    row["flop_fraction"] = (
+        case.flops / (row["convspectra_ms"] / 1e3) / flop_rate if flop_rate and case.flops else None
     )
     row["ok"] = err <= case.tol
     return {k: row[k] for k in ROW_KEYS}

@@ -16,10 +16,10 @@ from .spectrum_cases import RESNET18
 POWER_ITERATIONS = 50
 # Gram squarings, as spectral_norm's default.
 GRAM_STEPS = cs.norms.GRAM_STEPS
-# Layers of the table: ResNet-18's stride-1 convs at their input sizes, its stem at
-# stride 1 on 112 x 112 (the stride does not change a norm bound), and 5 x 5 kernels.
-NORM_LAYERS = [(name, c_out, c_in, k, n) for name, c_out, c_in, k, n, s in RESNET18 if s == 1 and n <= 112]
-NORM_LAYERS += [("resnet18.conv1@112", 64, 3, 7, 112), ("c64 k5@12", 64, 64, 5, 12)]
+# Layers of the table: ResNet-18's convs at their input sizes (the stem's stride-2 norm
+# is bounded by its stride-1 norm at 224 x 224), and a 5 x 5 kernel.
+NORM_LAYERS = [(name, c_out, c_in, k, n) for name, c_out, c_in, k, n, s in RESNET18 if name.startswith("resnet18.")]
+NORM_LAYERS += [("c64 k5@12", 64, 64, 5, 12)]
 NORM_QUICK = {"resnet18.layer1"}
 
 
@@ -84,7 +84,7 @@ def norm_cases() -> list[Case]:
     return cases
 
 
-def penalty_model(layers=NORM_LAYERS[:4]) -> torch.nn.Module:
+def penalty_model(layers=NORM_LAYERS[1:5]) -> torch.nn.Module:
     """ResNet-18's stride-1 stages as a plain stack, each conv at its own input size."""
     mods, c_prev = [], None
     for _, c_out, c_in, k, n in layers:
@@ -95,7 +95,7 @@ def penalty_model(layers=NORM_LAYERS[:4]) -> torch.nn.Module:
     return torch.nn.Sequential(*mods)
 
 
-def _model_input_size(layers=NORM_LAYERS[:4]) -> int:
+def _model_input_size(layers=NORM_LAYERS[1:5]) -> int:
     return layers[0][4]
 
 

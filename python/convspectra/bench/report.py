@@ -13,7 +13,7 @@ import torch
 # The keys of a row, in the order of the JSON files under bench/results/.
 ROW_KEYS = (
     "family", "case", "direction", "shape", "device", "reference_ms", "convspectra_ms", "ratio",
-    "reference_peak_bytes", "convspectra_peak_bytes", "bandwidth_fraction", "max_rel_diff", "ok",
+    "reference_peak_bytes", "convspectra_peak_bytes", "bandwidth_fraction", "flop_fraction", "max_rel_diff", "ok",
 )
 
 
@@ -45,7 +45,7 @@ def device_name(device) -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_info(device, quick: bool, bandwidth: float | None) -> dict:
+def environment_info(device, quick: bool, bandwidth: float | None, flop_rate: float | None = None) -> dict:
     """The "meta" object of the JSON: torch, device, revision, threads, date,
     the compiled backend."""
     import convspectra as cs
@@ -59,6 +59,7 @@ def environment_info(device, quick: bool, bandwidth: float | None) -> dict:
         "threads": torch.get_num_threads(),
         "quick": quick,
         "copy_bandwidth_bytes_per_s": bandwidth,
+        "gemm_flops_per_s": flop_rate,  # measured float32 GEMM: the peak of "%peak"
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "backend": cs.backend_info(),
     }
@@ -94,7 +95,7 @@ def format_table(rows: list[dict]) -> str:
     """The rows as a plain-text table, one line each (FAIL marks a relative
     difference above the case's tolerance)."""
     head = ["family", "case", "dir", "shape", "device", "ref ms", "ours ms", "ratio", "ref MiB", "ours MiB",
-            "%bw", "rel diff"]
+            "%bw", "%peak", "rel diff"]
     body = []
     for r in rows:
         body.append([
@@ -102,6 +103,7 @@ def format_table(rows: list[dict]) -> str:
             f"{r['reference_ms']:.3f}", f"{r['convspectra_ms']:.3f}", f"{r['ratio']:.2f}x",
             _mib(r["reference_peak_bytes"]), _mib(r["convspectra_peak_bytes"]),
             "-" if r["bandwidth_fraction"] is None else f"{100 * r['bandwidth_fraction']:.1f}",
+            "-" if r.get("flop_fraction") is None else f"{100 * r['flop_fraction']:.1f}",
             f"{r['max_rel_diff']:.1e}" + ("" if r["ok"] else " FAIL"),
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]

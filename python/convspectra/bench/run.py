@@ -11,7 +11,7 @@ import torch
 from .cases import all_cases, select_cases
 from .measure import run_case
 from .report import environment_info, format_table, write_json
-from .timing import ResidentPeakMemory, copy_bandwidth
+from .timing import ResidentPeakMemory, copy_bandwidth, gemm_flop_rate
 
 DESCRIPTION = "Microbenchmarks: convspectra against the plain-PyTorch reference (method: bench/NOTES.md)."
 
@@ -38,14 +38,17 @@ def main(argv=None) -> int:
 
     cpu_memory = ResidentPeakMemory()
     bandwidth = copy_bandwidth(device)
-    meta = environment_info(device, args.quick, bandwidth)
+    flop_rate = gemm_flop_rate(device) if any(c.flops for c in cases) else None
+    meta = environment_info(device, args.quick, bandwidth, flop_rate)
     rows = []
     for case in cases:
-        rows.append(run_case(case, device, min_run_time, cpu_memory, bandwidth))
+        rows.append(run_case(case, device, min_run_time, cpu_memory, bandwidth, flop_rate))
         print(f"  {case.name} {case.direction}: ratio {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
         if args.json:  # after every case: a run cut short (a time cap) keeps what it measured
             write_json(args.json, meta, rows)
     print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
+    if flop_rate:
+        print(f"%peak: of the measured float32 GEMM rate, {flop_rate / 1e9:.1f} GFLOP/s")
     print(format_table(rows))
     if args.json:
         write_json(args.json, meta, rows)

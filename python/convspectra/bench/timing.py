@@ -143,6 +143,21 @@ def peak_bytes(fn: Callable[[], object], device="cpu", cpu_memory: ResidentPeakM
     return (cpu_memory or ResidentPeakMemory()).peak_bytes(fn)
 
 
+def gemm_flop_rate(device) -> float:
+    """The float32 matrix-product rate of the device in FLOP/s (TF32 off),
+    measured: the peak the FLOP fractions of the table assume."""
+    device = _as_device(device)
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        ms = time_ms(lambda: a @ b, device, 0.2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * n**3 / (ms / 1e3)
+
+
 def copy_bandwidth(device) -> float | None:
     """Measured device-to-device copy bandwidth in bytes/s (read + write);
     None on the CPU."""
