@@ -86,8 +86,8 @@ def test_exact_search_solves_frequencies_it_cannot_certify(monkeypatch):
     # a tie at every frequency (a centre-only kernel has a constant symbol) and a
     # maximum the power steps rank last: the answer must still be the maximum
     solved = []
-    top_sigma = _norm_search._top_sigma
-    monkeypatch.setattr(_norm_search, "_top_sigma", lambda X: solved.append(X.shape[0]) or top_sigma(X))
+    top_eigenvalue = _norm_search._top_eigenvalue
+    monkeypatch.setattr(_norm_search, "_top_eigenvalue", lambda M: solved.append(M.shape[0]) or top_eigenvalue(M))
     w = structured_kernel("centre_only", 5, 4, 3)
     assert torch.allclose(searched_top(w, 7, 6), dense_circular_norm(w, 7, 6), rtol=1e-12)
     monkeypatch.setattr(_norm_search, "POWER_STEPS", 0)  # candidates ranked by a blind start

@@ -4,14 +4,14 @@ command line (--quick, --filter, --family)."""
 from __future__ import annotations
 
 from .case import Case
-from .norm_cases import norm_cases, penalty_cases
+from .norm_cases import gram_kernel_cases, norm_cases, penalty_cases
 from .orthogonal_cases import bcop_cases, cayley_cases
 from .spectrum_cases import grid_cases, resnet18_cases, small_svd_cases
 
 
 def all_cases() -> list[Case]:
     """Every case of the full run, in table order."""
-    return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + small_svd_cases() + cayley_cases()
+    return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + gram_kernel_cases() + small_svd_cases() + cayley_cases()
             + bcop_cases())
 
 

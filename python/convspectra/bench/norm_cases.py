@@ -9,7 +9,7 @@ import torch
 
 import convspectra as cs
 
-from .case import Case, forward_backward, random_weights
+from .case import N_INPUT_SETS, Case, forward_backward, random_weights
 from .spectrum_cases import RESNET18
 
 # Power iterations of the zero-padded peer (the count the issue tracker's targets name).
@@ -28,19 +28,23 @@ def fft_matrix_norm(w: torch.Tensor, n: int) -> torch.Tensor:
     return torch.linalg.matrix_norm(torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1), ord=2).amax()
 
 
-def bmm_gram_iteration(w: torch.Tensor, n: int, steps: int = GRAM_STEPS) -> torch.Tensor:
-    """Gram iteration on the whole FFT grid with batched matmuls, rescaled by the
-    Frobenius norm at every step (Delattre et al. 2023, their published loop)."""
-    G = torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1).reshape(n * n, *w.shape[:2])
+def bmm_gram_bound(G: torch.Tensor, steps: int = GRAM_STEPS) -> torch.Tensor:
+    """Gram iteration on a batch of matrices with batched matmuls, rescaled by
+    the Frobenius norm at every step (Delattre et al. 2023, their published loop)."""
     if G.shape[-2] < G.shape[-1]:
         G = G.mH
-    log_scale = torch.zeros(G.shape[0], dtype=w.dtype, device=w.device)
+    log_scale = torch.zeros(G.shape[0], dtype=G.real.dtype, device=G.device)
     for _ in range(steps):
-        f = torch.linalg.matrix_norm(G).clamp_min(torch.finfo(w.dtype).tiny)
+        f = torch.linalg.matrix_norm(G).clamp_min(torch.finfo(log_scale.dtype).tiny)
         G = G / f[:, None, None]
         log_scale = 2 * (log_scale + f.log())
         G = G.mH @ G
-    return ((log_scale + torch.linalg.matrix_norm(G).log()) / 2**steps).exp().amax()
+    return ((log_scale + torch.linalg.matrix_norm(G).log()) / 2**steps).exp()
+
+
+def bmm_gram_iteration(w: torch.Tensor, n: int, steps: int = GRAM_STEPS) -> torch.Tensor:
+    """The Gram bound of the conv on the whole FFT grid with bmm_gram_bound."""
+    return bmm_gram_bound(torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1).reshape(n * n, *w.shape[:2]), steps).amax()
 
 
 def power_iteration_norm(w: torch.Tensor, n: int, iters: int = POWER_ITERATIONS) -> torch.Tensor:
@@ -137,3 +141,32 @@ def penalty_cases() -> list[Case]:
         )
         for method in peers
     ]
+
+
+# (batch, m, n) complex64 batches: the half grids of ResNet-18's layer1, layer3 and
+# layer4 symbols, and many small matrices
+GRAM_BATCHES = [(1624, 64, 64), (112, 256, 256), (28, 512, 512), (4096, 8, 8)]
+
+
+def gram_flops(batch: int, m: int, n: int, steps: int = GRAM_STEPS) -> int:
+    """Real flops of Gram iteration on complex matrices: X^H X, then steps - 1
+    n x n squarings, 8 real flops per complex multiply-add."""
+    n, m = min(m, n), max(m, n)
+    return batch * 8 * (m * n * n + (steps - 1) * n**3)
+
+
+def gram_kernel_cases() -> list[Case]:
+    """cs.linalg.gram_bound on batches of matrices against the bmm loop, forward."""
+    cases = []
+    for batch, m, n in GRAM_BATCHES:
+
+        def make(device, shape=(batch, m, n)):
+            return tuple(torch.randn(shape, dtype=torch.complex64, device=device) for _ in range(N_INPUT_SETS))
+
+        cases.append(Case(
+            family="batched gram_bound vs bmm Gram iteration", name=f"{batch}x{m}x{n}",
+            shape=f"{batch}x{m}x{n} complex", make_inputs=make, ours=lambda A: cs.linalg.gram_bound(A, GRAM_STEPS),
+            reference=bmm_gram_bound, bytes_moved=batch * m * n * 8 * (GRAM_STEPS + 1),
+            flops=gram_flops(batch, m, n), quick=m == 64,
+        ))
+    return cases
