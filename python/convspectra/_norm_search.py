@@ -132,33 +132,32 @@ def gram_argmax(weight: torch.Tensor, H: int, W: int, steps: int) -> tuple[torch
         lower, best = 0.0, _Best()
         for u0, u1, v0, v1, F, _, _ in grid_symbols(w, rows, cols):
             X = _smaller_side(F.flatten(0, 1))
-            keep = torch.arange(X.shape[0], device=X.device)
+            keep = torch.arange(X.shape[0], device=X.device)  # block positions of the frequencies still in
             log_scale = torch.zeros(X.shape[0], dtype=torch.float64, device=X.device)
             G = X
             for t in range(steps + 1):
-                if X.shape[0] == 0:  # the whole block is below the lower bound
+                if keep.numel() == 0:  # the whole block is below the lower bound
                     break
                 f = _frobenius(G).clamp_min(tiny)
                 log_bound = (log_scale + f.log().double()) / 2**t  # log of the bound after t squarings
                 if t == min(steps, 2):  # bounds are already tight: one exact value as the lower bound
-                    top = log_bound.argmax()
-                    lower = max(lower, float(_top_sigma(X[top])))
+                    lower = max(lower, float(_top_sigma(X[keep[log_bound.argmax()]])))
                 if t == steps:
                     break
                 # the rank is at most n: the bound exceeds sigma_max by at most n^(1 / 2^(t+1))
                 lower = max(lower, math.exp(float(log_bound.max()) - math.log(n) / 2 ** (t + 1)))
                 alive = (log_bound >= math.log(lower * margin) if lower > 0 else
                          torch.ones_like(log_bound, dtype=torch.bool)).nonzero().flatten()
-                X, keep, G, f, log_scale = X[alive], keep[alive], G[alive], f[alive], log_scale[alive]
+                keep, G, f, log_scale = keep[alive], G[alive], f[alive], log_scale[alive]
                 log_scale = 2 * (log_scale + f.log().double())
                 if t == 0:  # scaled before the product: a tiny symbol must not underflow
-                    X0 = X / f[:, None, None]
-                    G = X0.mH @ X0
+                    G = G / f[:, None, None]
+                    G = G.mH @ G
                 else:  # Hermitian from the first product on: G G, scaled after (one pass, real)
                     G = G @ G
                     # clamped: a zero matrix (f clamped to tiny) stays zero rather than 0 * inf
                     scale = f.reciprocal().square().clamp_max(torch.finfo(f.dtype).max)
                     torch.view_as_real(G).mul_(scale[:, None, None, None])
-            if X.shape[0]:
+            if keep.numel():
                 best.offer(log_bound, keep, u0, v0, v1 - v0)
     return _angles(best.index, H, W, weight.device)

@@ -11,8 +11,8 @@ from .spectrum_cases import grid_cases, resnet18_cases, small_svd_cases
 
 def all_cases() -> list[Case]:
     """Every case of the full run, in table order."""
-    return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + gram_kernel_cases() + small_svd_cases() + cayley_cases()
-            + bcop_cases())
+    return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + gram_kernel_cases()
+            + small_svd_cases() + cayley_cases() + bcop_cases())
 
 
 def select_cases(cases: list[Case], quick: bool = False, name: str | None = None,

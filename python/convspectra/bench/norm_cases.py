@@ -28,23 +28,10 @@ def fft_matrix_norm(w: torch.Tensor, n: int) -> torch.Tensor:
     return torch.linalg.matrix_norm(torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1), ord=2).amax()
 
 
-def bmm_gram_bound(G: torch.Tensor, steps: int = GRAM_STEPS) -> torch.Tensor:
-    """Gram iteration on a batch of matrices with batched matmuls, rescaled by
-    the Frobenius norm at every step (Delattre et al. 2023, their published loop)."""
-    if G.shape[-2] < G.shape[-1]:
-        G = G.mH
-    log_scale = torch.zeros(G.shape[0], dtype=G.real.dtype, device=G.device)
-    for _ in range(steps):
-        f = torch.linalg.matrix_norm(G).clamp_min(torch.finfo(log_scale.dtype).tiny)
-        G = G / f[:, None, None]
-        log_scale = 2 * (log_scale + f.log())
-        G = G.mH @ G
-    return ((log_scale + torch.linalg.matrix_norm(G).log()) / 2**steps).exp()
-
-
 def bmm_gram_iteration(w: torch.Tensor, n: int, steps: int = GRAM_STEPS) -> torch.Tensor:
-    """The Gram bound of the conv on the whole FFT grid with bmm_gram_bound."""
-    return bmm_gram_bound(torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1).reshape(n * n, *w.shape[:2]), steps).amax()
+    """Delattre et al.'s batched-matmul Gram iteration (cs.reference.gram_bound)
+    on the whole FFT grid."""
+    return cs.reference.gram_bound(torch.fft.fft2(w, (n, n)).permute(2, 3, 0, 1), steps).amax()
 
 
 def power_iteration_norm(w: torch.Tensor, n: int, iters: int = POWER_ITERATIONS) -> torch.Tensor:
@@ -89,7 +76,12 @@ def norm_cases() -> list[Case]:
     return cases
 
 
-def penalty_model(layers=NORM_LAYERS[1:5]) -> torch.nn.Module:
+# the stride-1 stages of the penalty rows (layer1 to layer4) and their first input size
+PENALTY_LAYERS = NORM_LAYERS[1:5]
+PENALTY_INPUT = PENALTY_LAYERS[0][4]
+
+
+def penalty_model(layers=PENALTY_LAYERS) -> torch.nn.Module:
     """ResNet-18's stride-1 stages as a plain stack, each conv at its own input size."""
     mods, c_prev = [], None
     for _, c_out, c_in, k, n in layers:
@@ -100,15 +92,11 @@ def penalty_model(layers=NORM_LAYERS[1:5]) -> torch.nn.Module:
     return torch.nn.Sequential(*mods)
 
 
-def _model_input_size(layers=NORM_LAYERS[1:5]) -> int:
-    return layers[0][4]
-
-
 def penalty_cases() -> list[Case]:
     """spectral_penalty of a ResNet-18-shaped stack per method, forward +
     backward, against the sum of the same method's peer over its layers (on the
     grid of the full convolution, as the penalty bounds a zero-padded layer)."""
-    size = _model_input_size()
+    size = PENALTY_INPUT
     peers = {
         "gram": lambda conv, H: bmm_gram_iteration(conv.weight, H + conv.kernel_size[0] - 1),
         "certified": lambda conv, H: fft_matrix_norm(conv.weight, H + conv.kernel_size[0] - 1),
@@ -117,12 +105,12 @@ def penalty_cases() -> list[Case]:
 
     def make(device):
         torch.manual_seed(0)
-        return ([penalty_model().to(device)],)
+        return (penalty_model().to(device),)
 
     def with_gradient(penalty):
-        def run(models):
-            params = list(models[0].parameters())
-            p = penalty(models[0])
+        def run(model):
+            params = list(model.parameters())
+            p = penalty(model)
             return torch.cat([p.detach().reshape(1), *(g.flatten() for g in torch.autograd.grad(p, params))])
         return run
 
@@ -167,7 +155,7 @@ def gram_kernel_cases() -> list[Case]:
         cases.append(Case(
             family="batched gram_bound vs bmm Gram iteration", name=f"{batch}x{m}x{n}",
             shape=f"{batch}x{m}x{n} complex", make_inputs=make, ours=lambda A: cs.linalg.gram_bound(A, GRAM_STEPS),
-            reference=bmm_gram_bound, bytes_moved=batch * m * n * 8 * (GRAM_STEPS + 1),
+            reference=lambda A: cs.reference.gram_bound(A, GRAM_STEPS), bytes_moved=batch * m * n * 8 * (GRAM_STEPS + 1),
             flops=gram_flops(batch, m, n), quick=m == 64,
         ))
     return cases
