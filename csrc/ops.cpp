@@ -38,4 +38,9 @@ TORCH_LIBRARY(convspectra, m) {
   // tiny one makes the backward of Bjorck checkpoint and every bounded
   // buffer work in waves of one. 0 restores the default.
   m.def("_set_scratch_budget(int bytes) -> int");
+  // The instruction set of the CPU kernels' serial loops (cpu/isa.h):
+  // 'default', 'avx2' or 'avx512'. Setting one the CPU lacks is an error; ''
+  // restores the automatic choice.
+  m.def("_cpu_capability() -> str");
+  m.def("_set_cpu_capability(str name) -> str");
 }

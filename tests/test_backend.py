@@ -21,6 +21,11 @@ def test_backend_info_reports_the_build():
     if not torch.version.cuda:  # a CPU torch cannot have had CUDA kernels built against it
         assert info["cuda"] is False and info["cuda_architectures"] is None
     assert hasattr(torch.ops.convspectra, "svdvals")
+    # the CPU kernels never use more than ATen itself does
+    rank = {"default": 0, "avx2": 1, "avx512": 2}
+    aten = torch.backends.cpu.get_cpu_capability().lower()
+    assert info["cpu_capability"] in rank
+    assert rank[info["cpu_capability"]] <= rank.get(aten, 0)
 
 
 def test_fallback_without_the_compiled_library(tmp_path):
@@ -43,6 +48,7 @@ def test_fallback_without_the_compiled_library(tmp_path):
         assert len(loads) == 1, [str(c.message) for c in caught]
         info = cs.backend_info()
         assert info["compiled"] is False and info["cuda"] is False and info["load_error"]
+        assert info["cpu_capability"] is None
         ref = cs.reference.singular_values(w.detach(), (6, 5))
         assert torch.allclose(s.detach(), ref, rtol=0, atol=1e-12)
         assert torch.allclose(a, torch.linalg.svdvals(A))

@@ -3,12 +3,15 @@ convspectra::_set_force_fallback(True) each op takes the branch it otherwise
 keeps for large matrices (batched ATen products, the CUDA SVD's global
 scratch); with a one-byte convspectra::_set_scratch_budget every bounded
 buffer works in waves of one matrix and the Bjorck backward checkpoints its
-iterates. Each result is compared with double precision (torch.linalg, or the
-op's formula in torch), and with the default branches."""
+iterates. With convspectra::_set_cpu_capability the CPU kernels run the copy of
+their serial loops compiled for each instruction set this CPU has (cpu/isa.h).
+Each result is compared with double precision (torch.linalg, or the op's
+formula in torch), and with the default branches."""
 
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -21,27 +24,45 @@ ops = torch.ops.convspectra
 KINDS = ("gaussian", "identical_rows", "zero_cols", "rank_one", "clustered", "graded_rows", "phase_structured")
 # tall, wide, square; odd sizes; sizes where the defaults take the per-matrix kernels
 SHAPES = [(1, 1), (3, 3), (6, 3), (3, 6), (8, 8), (9, 7), (5, 12)]
-MODES = ["forced", "tiny_budget", "forced_tiny_budget"]
+CPU_ISAS = ("default", "avx2", "avx512")
+MODES = ["forced", "tiny_budget", "forced_tiny_budget"] + [f"isa_{isa}" for isa in CPU_ISAS]
+
+
+def cpu_allows(isa: str) -> bool:
+    """Whether this CPU (and ATEN_CPU_CAPABILITY) allow the copies for ``isa``."""
+    try:
+        previous = ops._set_cpu_capability(isa)
+    except RuntimeError:
+        return False
+    ops._set_cpu_capability(previous)
+    return True
 
 
 @pytest.fixture(params=MODES)
 def mode(request):
     """The switches of one mode, restored afterwards (also when a test fails)."""
+    isa = request.param.removeprefix("isa_") if request.param.startswith("isa_") else ""
+    if isa and not cpu_allows(isa):
+        pytest.skip(f"this CPU (or ATEN_CPU_CAPABILITY) does not allow {isa}")
     force = ops._set_force_fallback("forced" in request.param)
     budget = ops._set_scratch_budget(1 if "tiny_budget" in request.param else 0)
+    previous_isa = ops._set_cpu_capability(isa)
     yield request.param
     ops._set_force_fallback(force)
     ops._set_scratch_budget(budget)
+    ops._set_cpu_capability(previous_isa)
 
 
 def with_defaults(fn, *args):
-    """fn(*args) with the default branches and budget."""
+    """fn(*args) with the default branches, budget and instruction set."""
     force, budget = ops._set_force_fallback(False), ops._set_scratch_budget(0)
+    isa = ops._set_cpu_capability("")
     try:
         return fn(*args)
     finally:
         ops._set_force_fallback(force)
         ops._set_scratch_budget(budget)
+        ops._set_cpu_capability(isa)
 
 
 def eps(dtype) -> float:
@@ -272,3 +293,26 @@ def test_bjorck_backward_in_waves_of_stored_iterates(device, dtype):
     finally:
         ops._set_force_fallback(force)
     assert max_err(waves, whole.cpu()) <= 64 * eps(dtype)
+
+
+def test_cpu_capability_switch_names_its_argument():
+    with pytest.raises(RuntimeError, match="name must be"):
+        ops._set_cpu_capability("sse9")
+    assert ops._cpu_capability() in CPU_ISAS
+
+
+def test_cpu_capability_follows_aten():
+    """ATEN_CPU_CAPABILITY=default turns the vector copies off as it does ATen's."""
+    code = textwrap.dedent(
+        """
+        import torch, convspectra
+        print(torch.ops.convspectra._cpu_capability())
+        try:
+            torch.ops.convspectra._set_cpu_capability("avx2")
+        except RuntimeError as e:
+            print("refused" if "allows at most 'default'" in str(e) else str(e))
+        """
+    )
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["default", "refused"]

@@ -10,17 +10,23 @@
 namespace convspectra {
 
 // C = G^H G / f2 for a rows x k row-major G (C is k x k, Hermitian: the upper
-// triangle is computed, the lower mirrored). Serial; the CUDA kernel splits the
-// same loops over threads.
+// triangle is computed, the lower mirrored). Serial; the CUDA kernel has its
+// own loops. Row i of C accumulates conj(G[r, i]) G[r, j:] over r, so the
+// inner loop runs along contiguous j with one independent sum per entry: it
+// vectorises without reassociation (each entry is still summed in order of r).
 template <typename E>
 CS_HD void gram_square(const E* G, int rows, int k, real_t<E> inv_f2, E* C) {
   for (int i = 0; i < k; ++i) {
+    E* ci = C + i * k;
+    for (int j = i; j < k; ++j) ci[j] = make_real<E>(real_t<E>(0));
+    for (int r = 0; r < rows; ++r) {
+      const E* gr = G + r * k;
+      const E gri = gr[i];
+      for (int j = i; j < k; ++j) ci[j] = add(ci[j], conj_mul(gri, gr[j]));
+    }
     for (int j = i; j < k; ++j) {
-      E acc = make_real<E>(real_t<E>(0));
-      for (int r = 0; r < rows; ++r) acc = add(acc, conj_mul(G[r * k + i], G[r * k + j]));
-      acc = scale(acc, inv_f2);
-      C[i * k + j] = acc;
-      C[j * k + i] = conj(acc);
+      ci[j] = scale(ci[j], inv_f2);
+      C[j * k + i] = conj(ci[j]);
     }
   }
 }

@@ -17,6 +17,7 @@
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "common/bjorck.h"
+#include "cpu/isa.h"
 
 namespace convspectra {
 namespace {
@@ -24,6 +25,22 @@ namespace {
 bool use_serial_kernel(int64_t batch, int64_t m, int64_t n) {
   return !force_fallback() && m <= 16 && batch * m * n * n <= 65536;
 }
+
+// `iters` steps on matrices [b0, b1), compiled per ISA (cpu/isa.h).
+struct BjorckRange {
+  template <typename E>
+  static void run(const E* x, int m, int n, int64_t iters, int64_t b0, int64_t b1, E* y, E* s, E* tmp) {
+    const int64_t mn = int64_t(m) * n;
+    for (int64_t b = b0; b < b1; ++b) {
+      E* cur = y + b * mn;
+      std::copy(x + b * mn, x + (b + 1) * mn, cur);
+      for (int64_t t = 0; t < iters; ++t) {
+        bjorck_step(cur, m, n, s, tmp);
+        std::copy(tmp, tmp + mn, cur);
+      }
+    }
+  }
+};
 
 at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {
   const int64_t m = X.m, n = X.n;
@@ -35,14 +52,7 @@ at::Tensor bjorck_kernel(const MatrixBatch& X, int64_t iters) {
     E* y = mutable_elements<scalar_t>(Y);
     at::parallel_for(0, X.batch, std::max<int64_t>(1, 64 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> s(n * n), tmp(m * n);
-      for (int64_t b = b0; b < b1; ++b) {
-        E* cur = y + b * m * n;
-        std::copy(x + b * m * n, x + (b + 1) * m * n, cur);
-        for (int64_t t = 0; t < iters; ++t) {
-          bjorck_step(cur, int(m), int(n), s.data(), tmp.data());
-          std::copy(tmp.begin(), tmp.end(), cur);
-        }
-      }
+      run_for_cpu_isa<BjorckRange>(x, int(m), int(n), iters, b0, b1, y, s.data(), tmp.data());
     });
   });
   return Y;
@@ -73,6 +83,19 @@ struct SerialBackward {
   void vjp(int k) { bjorck_step_vjp(slot(iterates, k), m, n, g, s.data(), t.data(), p.data()); }
 };
 
+// The backward of matrices [b0, b1), compiled per ISA (cpu/isa.h).
+struct BjorckBackwardRange {
+  template <typename E>
+  static void run(const E* x, E* g, int64_t mn, int iters, BjorckSegments seg, int64_t b0, int64_t b1,
+                  SerialBackward<E>& ops) {
+    for (int64_t b = b0; b < b1; ++b) {
+      ops.x0 = x + b * mn;
+      ops.g = g + b * mn;
+      bjorck_backward_schedule(iters, seg, ops);
+    }
+  }
+};
+
 at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X, int64_t iters) {
   const int64_t m = X.m, n = X.n;
   if (!use_serial_kernel(X.batch, m, n)) return bjorck_backward_batched(grad.flat, X.flat, iters, scratch_budget());
@@ -88,11 +111,7 @@ at::Tensor bjorck_backward_kernel(const MatrixBatch& grad, const MatrixBatch& X,
     const int64_t mn = m * n;
     at::parallel_for(0, X.batch, std::max<int64_t>(1, 64 / (mn + 1)), [&](int64_t b0, int64_t b1) {
       SerialBackward<E> ops(int(m), int(n), seg);
-      for (int64_t b = b0; b < b1; ++b) {
-        ops.x0 = x + b * mn;
-        ops.g = g + b * mn;
-        bjorck_backward_schedule(int(iters), seg, ops);
-      }
+      run_for_cpu_isa<BjorckBackwardRange>(x, g, mn, int(iters), seg, b0, b1, ops);
     });
   });
   return G;

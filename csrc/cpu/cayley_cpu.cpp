@@ -14,9 +14,23 @@
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "common/cayley.h"
+#include "cpu/isa.h"
 
 namespace convspectra {
 namespace {
+
+// Cayley maps of matrices [b0, b1), compiled per ISA (cpu/isa.h).
+struct CayleyRange {
+  template <typename E>
+  static void run(const E* w, int m, int n, int64_t b0, int64_t b1, E* q, E* mm, E* column, int* perm) {
+    for (int64_t b = b0; b < b1; ++b) {
+      E* Mb = mm + b * n * n;
+      cayley_system(w + b * m * n, m, n, Mb);
+      invert_with_pivoting(Mb, n, column, perm);
+      cayley_output(w + b * m * n, Mb, m, n, q + b * m * n);
+    }
+  }
+};
 
 std::tuple<at::Tensor, at::Tensor> cayley_kernel(const MatrixBatch& W) {
   if (force_fallback()) return cayley_batched(W.flat);  // the CUDA fallback, tested here too
@@ -31,12 +45,7 @@ std::tuple<at::Tensor, at::Tensor> cayley_kernel(const MatrixBatch& W) {
     at::parallel_for(0, W.batch, std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> column(n);
       std::vector<int> perm(n);
-      for (int64_t b = b0; b < b1; ++b) {
-        E* Mb = mm + b * n * n;
-        cayley_system(w + b * m * n, int(m), int(n), Mb);
-        invert_with_pivoting(Mb, int(n), column.data(), perm.data());
-        cayley_output(w + b * m * n, Mb, int(m), int(n), q + b * m * n);
-      }
+      run_for_cpu_isa<CayleyRange>(w, int(m), int(n), b0, b1, q, mm, column.data(), perm.data());
     });
   });
   return {Q, M};

@@ -16,6 +16,7 @@
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "common/gram.h"
+#include "cpu/isa.h"
 
 namespace convspectra {
 namespace {
@@ -58,6 +59,15 @@ real_t<E> gram_bound_one(const E* A, int m, int n, int steps, std::vector<E>& bu
   return R(std::exp(gram_log_bound(log_scale, 0.5 * std::log(double(f2)), steps))) * amax;
 }
 
+// Bounds of matrices [b0, b1), compiled per ISA (cpu/isa.h).
+struct GramBoundRange {
+  template <typename E>
+  static void run(const E* a, int m, int n, int steps, int64_t b0, int64_t b1, real_t<E>* o, std::vector<E>& g,
+                  std::vector<E>& c) {
+    for (int64_t b = b0; b < b1; ++b) o[b] = gram_bound_one(a + b * m * n, m, n, steps, g, c);
+  }
+};
+
 at::Tensor gram_bound_kernel(const MatrixBatch& A, int64_t steps) {
   const int64_t m = A.m, n = A.n;
   // the serial kernel indexes one matrix with int
@@ -72,7 +82,7 @@ at::Tensor gram_bound_kernel(const MatrixBatch& A, int64_t steps) {
     R* o = out.mutable_data_ptr<R>();
     at::parallel_for(0, A.batch, std::max<int64_t>(1, 1024 / (m * n + 1)), [&](int64_t b0, int64_t b1) {
       std::vector<E> g, c;
-      for (int64_t b = b0; b < b1; ++b) o[b] = gram_bound_one(a + b * m * n, int(m), int(n), int(steps), g, c);
+      run_for_cpu_isa<GramBoundRange>(a, int(m), int(n), int(steps), b0, b1, o, g, c);
     });
   });
   return out;

@@ -22,6 +22,7 @@
 #include "aten/matrix_batch.h"
 #include "aten/switches.h"
 #include "common/jacobi.h"
+#include "cpu/isa.h"
 
 namespace convspectra {
 namespace {
@@ -117,6 +118,18 @@ void jacobi_svd_one(const E* A, int m, int n, real_t<E>* S, E* U, E* Vh, JacobiS
   }
 }
 
+// Jacobi SVDs of matrices [b0, b1), compiled per ISA (cpu/isa.h).
+struct JacobiSvdRange {
+  template <typename E>
+  static void run(const E* a, int m, int n, int64_t b0, int64_t b1, real_t<E>* s, E* u, E* vh,
+                  JacobiScratch<E>& w) {
+    const int64_t mat = int64_t(m) * n, k = std::min(m, n);
+    for (int64_t b = b0; b < b1; ++b) {
+      jacobi_svd_one<E>(a + b * mat, m, n, s + b * k, u ? u + b * m * k : nullptr, u ? vh + b * k * n : nullptr, w);
+    }
+  }
+};
+
 // Runs fn(b0, b1, finite) over maximal runs [b0, b1) of matrices that are all
 // finite or all non-finite, inside one thread's slice [begin, end).
 template <typename E, typename Fn>
@@ -162,10 +175,7 @@ void svd_kernel(const MatrixBatch& mb, const at::Tensor& S3, const at::Tensor& U
             Vh3.narrow(0, b0, b1 - b0).fill_(std::numeric_limits<R>::quiet_NaN());
           }
         } else if (k <= kJacobiMaxCpu && !force) {
-          for (int64_t b = b0; b < b1; ++b) {
-            jacobi_svd_one<E>(a + b * mat, int(m), int(n), s + b * k, want_uv ? u + b * m * k : nullptr,
-                              want_uv ? vh + b * k * n : nullptr, scratch);
-          }
+          run_for_cpu_isa<JacobiSvdRange>(a, int(m), int(n), b0, b1, s, u, vh, scratch);
         } else if (want_uv) {
           auto [Ub, Sb, Vhb] = at::linalg_svd(A.narrow(0, b0, b1 - b0), /*full_matrices=*/false);
           S3.narrow(0, b0, b1 - b0).copy_(Sb);

@@ -34,7 +34,9 @@ __all__ = [
 
 def backend_info() -> dict:
     """What this install runs: whether the compiled library loaded, whether it
-    has CUDA kernels, and the torch it was built against and runs with."""
+    has CUDA kernels, the instruction set its CPU kernels use ('default',
+    'avx2' or 'avx512': the best this CPU and ATen's ``ATEN_CPU_CAPABILITY``
+    allow), and the torch it was built against and runs with."""
     info = _ops._build_info
     return {
         "compiled": _ops.COMPILED,
@@ -44,6 +46,7 @@ def backend_info() -> dict:
         "built_with_cuda": (info.TORCH_CUDA_VERSION or None) if info else None,
         "cuda_architectures": info.CUDA_ARCHITECTURES if (info and info.CUDA) else None,
         "cuda_available": torch.cuda.is_available(),
+        "cpu_capability": torch.ops.convspectra._cpu_capability() if _ops.COMPILED else None,
         "library": str(_ops.LIBRARY_PATH) if _ops.COMPILED else None,
         "load_error": _ops.load_error,
     }
