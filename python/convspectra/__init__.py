@@ -1,8 +1,10 @@
 """convspectra: spectra of convolutional layers and orthogonal convolutions.
 
 Public API (docs/architecture.md): ``symbol``, ``singular_values``,
-``conv_svd``, ``spectral_norm``, ``clip_singular_values``, the layers and
-``spectral_penalty`` of ``nn``, the batched matrix ops of ``linalg``,
+``conv_svd``, ``spectral_norm``, ``clip_singular_values``, whole-network
+Lipschitz bounds and certification (``lipschitz_bound``, ``certified_accuracy``
+...), the layers, losses, ``spectral_penalty`` and ``export`` of ``nn``, the
+batched matrix ops of ``linalg``,
 ``backend_info``, and ``reference`` (the same functions in plain PyTorch).
 """
 
@@ -13,7 +15,9 @@ import warnings
 import torch
 
 from . import _ops, linalg, nn, reference
+from .certify import certified_accuracy, certified_radius, pgd_l2
 from .clip import clip_singular_values
+from .lipschitz import lipschitz_bound, lipschitz_lower_bound, lipschitz_report, register_lipschitz
 from .norms import spectral_norm
 from .spectrum import conv_svd, singular_values, symbol
 
@@ -25,6 +29,13 @@ __all__ = [
     "conv_svd",
     "spectral_norm",
     "clip_singular_values",
+    "lipschitz_bound",
+    "lipschitz_report",
+    "register_lipschitz",
+    "lipschitz_lower_bound",
+    "certified_radius",
+    "certified_accuracy",
+    "pgd_l2",
     "linalg",
     "nn",
     "reference",

@@ -47,6 +47,14 @@ def positive_float(v, name: str) -> float:
     return float(v)
 
 
+def nonnegative_float(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    if not v >= 0 or v == float("inf"):
+        raise ValueError(f"{name} must be a non-negative finite number, got {v}")
+    return float(v)
+
+
 def positive_int(v, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")

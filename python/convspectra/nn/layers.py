@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from .. import _checks, linalg
+from ._eval_cache import EvalCached
 
 __all__ = ["CayleyConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d"]
 
-class _OrthogonalConv2d(nn.Module):
+
+class _OrthogonalConv2d(EvalCached):
     """What the orthogonal layers share: the arguments, a stride as pixel
     unshuffle (s*s times the channels, kernel max(1, ceil(k/s))), input checks,
     and an eval-mode cache of whatever the parameters determine, dropped when a
@@ -26,7 +28,6 @@ class _OrthogonalConv2d(nn.Module):
         self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
         self.stride = _checks.positive_int(stride, "stride")
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if _checks.check_bool(bias, "bias") else None
-        self._cache: dict = {}
 
     @property
     def _unshuffled(self) -> tuple[int, int]:
@@ -37,16 +38,6 @@ class _OrthogonalConv2d(nn.Module):
         k = self.kernel_size
         return (f"{self.in_channels}, {self.out_channels}, kernel_size=({k}, {k}), stride=({self.stride}, "
                 f"{self.stride}), bias={self.bias is not None}")
-
-    def train(self, mode: bool = True):
-        self._cache.clear()
-        return super().train(mode)
-
-    def __getstate__(self):
-        # copies and pickles carry no cache (it is rebuilt on demand)
-        state = dict(super().__getstate__())
-        state["_cache"] = {}
-        return state
 
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         _checks.check_tensor(x, "x")
@@ -65,19 +56,6 @@ class _OrthogonalConv2d(nn.Module):
             n, c, H, W = x.shape
             return x.reshape(n, c, H // s, s, W // s, s).permute(0, 1, 3, 5, 2, 4).reshape(n, c * s * s, H // s, W // s)
         return nn.functional.pixel_unshuffle(x, s)
-
-    def _cached(self, key, compute):
-        """compute(), or in eval mode without autograd its cached value for key.
-        torch.compile computes it in the graph instead (a traced graph cannot
-        compare storage pointers and versions)."""
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return compute()
-        versions = tuple((p.data_ptr(), p._version) for p in self.parameters() if p is not self.bias)
-        cached = self._cache.get(key)
-        if cached is None or cached[0] != versions:
-            cached = (versions, compute())
-            self._cache[key] = cached
-        return cached[1]
 
     def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]

@@ -140,6 +140,23 @@ def layer_norm(conv: nn.Conv2d, w: torch.Tensor, H: int, W: int, method: str, no
     return spectral_norm(w, (max(H, kh), max(W, kw)), "zeros", method, **norm_kwargs)
 
 
+def conv_layer_norm(conv: nn.Conv2d, H: int, W: int, method: str, norm_kwargs) -> torch.Tensor:
+    """A bound (or with method="exact", the value for stride 1) of the norm of
+    conv on H x W inputs: its padding, dilation and groups as they are, its
+    stride by the stride-1 operator (subsampling the output cannot increase
+    the norm), its groups by the largest group's norm."""
+    if conv.padding_mode not in _checks.PADDINGS:
+        raise ValueError(f"layer {conv} has padding_mode={conv.padding_mode!r}; only 'zeros' and 'circular' are "
+                         "supported")
+    weight = effective_kernel(conv, conv.weight)
+    per_group = weight.shape[0] // conv.groups
+    norm = None
+    for g in range(conv.groups):
+        n = layer_norm(conv, weight[g * per_group : (g + 1) * per_group], H, W, method, norm_kwargs)
+        norm = n if norm is None else torch.maximum(norm, n)
+    return norm
+
+
 def spectral_penalty(
     module: nn.Module,
     input_size,
@@ -182,15 +199,7 @@ def spectral_penalty(
     sizes = conv_input_sizes(module, input_size, in_channels)
     total = None
     for conv, (H, W) in sizes.items():
-        if conv.padding_mode not in _checks.PADDINGS:
-            raise ValueError(f"spectral_penalty: layer {conv} has padding_mode={conv.padding_mode!r}; "
-                             "only 'zeros' and 'circular' are supported")
-        weight = effective_kernel(conv, conv.weight)
-        per_group = weight.shape[0] // conv.groups
-        norm = None
-        for g in range(conv.groups):
-            n = layer_norm(conv, weight[g * per_group : (g + 1) * per_group], H, W, method, norm_kwargs)
-            norm = n if norm is None else torch.maximum(norm, n)
+        norm = conv_layer_norm(conv, H, W, method, norm_kwargs)
         term = norm if target is None else torch.relu(norm - target)
         total = term if total is None else total + term
     if total is None:

@@ -1,0 +1,184 @@
+"""A copy of a model with every convspectra module replaced by plain torch
+modules computing the same function at one input size, so that it runs,
+pickles and ``torch.export``s where convspectra is not installed."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx
+from torch import nn
+
+from .. import _checks
+from .activations import GroupSort, MaxMin
+from .layers import BCOPConv2d, CayleyConv2d, bcop_kernel, fold_kernel
+from .linear import OrthogonalLinear
+from .residual import Residual
+
+__all__ = ["export"]
+
+_TYPES = (CayleyConv2d, BCOPConv2d, OrthogonalLinear, MaxMin, GroupSort, Residual)
+
+
+def export(model: nn.Module, input_size=None, in_channels: int | None = None) -> nn.Module:
+    """A copy of ``model`` for inputs of spatial size ``input_size`` (an int or
+    (H, W); ``None`` for flat inputs) with ``in_channels`` from the first
+    layer unless given, in which
+
+    - ``CayleyConv2d`` becomes [``PixelUnshuffle``] + ``CircularPad2d`` +
+      ``Conv2d`` with its effective kernel (the inverse FFT of its frequency
+      matrices, one tap per pixel of the input the layer sees: exact, and slower than
+      the FFT for large inputs);
+    - ``BCOPConv2d`` becomes [``PixelUnshuffle``] + ``CircularPad2d`` +
+      ``Conv2d`` with the built kernel;
+    - ``OrthogonalLinear`` becomes ``nn.Linear`` with the orthogonal matrix;
+    - ``MaxMin``, ``GroupSort`` and ``Residual`` become ``torch.fx``
+      GraphModules of plain torch operations.
+
+    Parameters are copied as they are (the built kernels in float64, cast to
+    the layer's dtype), so outputs agree to floating-point rounding at that
+    input size; another input size needs another export (a Cayley kernel is as
+    large as its input). The copy keeps the model's train / eval flags."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from ..lipschitz import _input_shape  # the same rule for the input's channels
+
+    shape = _input_shape(model, input_size, in_channels)
+    out = copy.deepcopy(model)
+    shapes = _input_shapes(out, shape)
+    with torch.no_grad():
+        return _replace(out, shapes, "")
+
+
+def _input_shapes(model: nn.Module, shape) -> dict[int, tuple]:
+    """{id(module): input shape without batch} of every convspectra module in
+    one eval forward of a zero input."""
+    targets = [m for m in model.modules() if isinstance(m, _TYPES)]
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, *shape, dtype=p.dtype if p is not None else torch.float32,
+                    device=p.device if p is not None else None)
+    seen: dict[int, tuple] = {}
+
+    def record(module, args):
+        s = tuple(args[0].shape[1:])
+        if seen.setdefault(id(module), s) != s:
+            raise ValueError(f"export: {type(module).__name__} runs on inputs of shapes {seen[id(module)]} and {s}; "
+                             "a module used at two sizes cannot be exported to one plain layer")
+
+    hooks = [m.register_forward_pre_hook(record) for m in targets]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return seen
+
+
+def _replace(module: nn.Module, shapes, name) -> nn.Module:
+    for child_name, child in list(module.named_children()):
+        module._modules[child_name] = _replace(child, shapes, f"{name}.{child_name}" if name else child_name)
+    if not isinstance(module, _TYPES):
+        return module
+    if id(module) not in shapes:
+        raise ValueError(f"export: layer {name or 'model'} ({type(module).__name__}) did not run in the forward "
+                         "pass, so its input size is unknown")
+    plain = _PLAIN[type(module)](module, shapes[id(module)])
+    plain.train(module.training)
+    return plain
+
+
+def _circular_conv(layer, kernel: torch.Tensor, pads) -> nn.Sequential:
+    """[PixelUnshuffle] + CircularPad2d(pads) + Conv2d(kernel) + the layer's bias."""
+    c_out, c_in, kh, kw = kernel.shape
+    dtype = next(layer.parameters()).dtype
+    conv = nn.Conv2d(c_in, c_out, (kh, kw), bias=layer.bias is not None, dtype=dtype, device=kernel.device)
+    conv.weight.copy_(kernel)
+    if layer.bias is not None:
+        conv.bias.copy_(layer.bias)
+    parts = [nn.PixelUnshuffle(layer.stride)] if layer.stride > 1 else []
+    return nn.Sequential(*parts, nn.CircularPad2d(pads), conv)
+
+
+def _export_cayley(layer: CayleyConv2d, shape) -> nn.Module:
+    h, w = shape[1] // layer.stride, shape[2] // layer.stride
+    Q = layer._frequency_matrices(h, w, torch.float64)  # (h, w//2+1, out, in)
+    # y = irfft2(Q X) is the circular convolution with k = irfft2(Q); conv2d correlates
+    # over the circularly padded input, so tap j (left pad pl) is k at offset pl - j
+    k = torch.fft.irfft2(Q.permute(2, 3, 0, 1), s=(h, w))
+    top, left = (h - 1) // 2, (w - 1) // 2
+    rows = (top - torch.arange(h, device=k.device)) % h
+    cols = (left - torch.arange(w, device=k.device)) % w
+    kernel = k[:, :, rows][:, :, :, cols]
+    return _circular_conv(layer, kernel, (left, w - 1 - left, top, h - 1 - top))
+
+
+def _export_bcop(layer: BCOPConv2d, shape) -> nn.Module:
+    h, w = shape[1] // layer.stride, shape[2] // layer.stride
+    weight = bcop_kernel(layer.matrices.double(), layer.out_channels, layer._unshuffled[0], layer.bjorck_iters)
+    kh, kw = weight.shape[-2:]
+
+    def pads(k, n):  # as circular_conv2d: a folded axis' tap j acts at offset j
+        return (0, n - 1) if k > n else (k // 2, (k - 1) // 2)
+
+    return _circular_conv(layer, fold_kernel(weight, h, w), pads(kw, w) + pads(kh, h))
+
+
+def _export_linear(layer: OrthogonalLinear, shape) -> nn.Module:
+    Q = layer.orthogonal_weight()
+    lin = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=Q.dtype,
+                    device=Q.device)
+    lin.weight.copy_(Q)
+    if layer.bias is not None:
+        lin.bias.copy_(layer.bias)
+    return lin
+
+
+class _PlainMaxMin(nn.Module):
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        return torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1)
+
+
+class _PlainGroupSort(nn.Module):
+    def __init__(self, grouped_shape, shape):
+        super().__init__()
+        self.grouped_shape, self.shape = grouped_shape, shape
+
+    def forward(self, x):
+        return x.reshape(self.grouped_shape).sort(dim=2, descending=True).values.reshape(self.shape)
+
+
+class _PlainResidual(nn.Module):
+    def __init__(self, f, scale):
+        super().__init__()
+        self.f, self.scale = f, scale
+
+    def forward(self, x):
+        return x + self.scale * self.f(x)
+
+
+def _traced(module: nn.Module) -> torch.fx.GraphModule:
+    # a GraphModule pickles as its generated code: no reference to this module's classes
+    return torch.fx.symbolic_trace(module)
+
+
+def _export_groupsort(layer: GroupSort, shape) -> nn.Module:
+    c, g = shape[0], layer.group_size
+    _checks.positive_int(c // g if c % g == 0 else 0, f"channels ({c}) / group_size ({g})")
+    return _traced(_PlainGroupSort((-1, c // g, g, *shape[1:]), (-1, *shape)))
+
+
+_PLAIN = {
+    CayleyConv2d: _export_cayley,
+    BCOPConv2d: _export_bcop,
+    OrthogonalLinear: _export_linear,
+    MaxMin: lambda layer, shape: _traced(_PlainMaxMin()),
+    GroupSort: _export_groupsort,
+    Residual: lambda layer, shape: _traced(_PlainResidual(layer.f, layer.scale)),
+}
