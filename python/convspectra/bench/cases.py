@@ -4,6 +4,7 @@ command line (--quick, --filter, --family)."""
 from __future__ import annotations
 
 from .case import Case
+from .export_cases import export_cases
 from .isa_cases import isa_cases
 from .norm_cases import gram_kernel_cases, norm_cases, penalty_cases
 from .orthogonal_cases import bcop_cases, cayley_cases
@@ -13,7 +14,7 @@ from .spectrum_cases import grid_cases, resnet18_cases, small_svd_cases
 def all_cases() -> list[Case]:
     """Every case of the full run, in table order."""
     return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + gram_kernel_cases()
-            + small_svd_cases() + cayley_cases() + bcop_cases() + isa_cases())
+            + small_svd_cases() + cayley_cases() + bcop_cases() + export_cases() + isa_cases())
 
 
 def select_cases(cases: list[Case], quick: bool = False, name: str | None = None,
