@@ -20,7 +20,9 @@ from torch import nn
 
 from . import _checks, linalg
 from .nn.activations import GroupSort, MaxMin
-from .nn.layers import BCOPConv2d, CayleyConv2d, fold_kernel
+from .nn.aol import AOLConv2d
+from .nn.convex_potential import CPLConv2d, SLLConv2d
+from .nn.layers import BCOPConv2d, CayleyConv2d, LOTConv2d, fold_kernel
 from .nn.linear import OrthogonalLinear
 from .nn.penalty import conv_layer_norm, conv_padding, effective_kernel
 from .nn.residual import Residual
@@ -356,12 +358,27 @@ SILU_LIPSCHITZ = 1.0999
 MISH_LIPSCHITZ = 1.0886
 
 
-def _cayley_conv(walker, layer: CayleyConv2d, shape, out):
-    C, H, W = _spatial(layer, shape, "CayleyConv2d")
+def _fourier_conv(walker, layer, shape, out):
+    C, H, W = _spatial(layer, shape, type(layer).__name__)
     if not walker.verify:
         return 1.0, "1 (orthogonal, assumed: verify=False)"
     Q = layer._frequency_matrices(H // layer.stride, W // layer.stride, walker.dtype)
-    return linalg.svdvals(Q).amax(), "exact (per-frequency SVD of the Cayley matrices)"
+    return linalg.svdvals(Q).amax(), "exact (per-frequency SVD of the layer's matrices)"
+
+
+def _aol_conv(walker, layer: AOLConv2d, shape, out):
+    """1 by the AOL theorem; with verify, the measured norm of the rescaled
+    kernel when it is smaller (both are upper bounds)."""
+    C, H, W = _spatial(layer, shape, "AOLConv2d")
+    if not walker.verify:
+        return 1.0, "1 (AOL rescaling theorem)"
+    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding="same", bias=False,
+                     padding_mode=layer.padding_mode)
+    del conv.weight
+    conv.weight = layer.rescaled_weight()  # the layer's own kernel, differentiable
+    norm, method = _conv2d(walker, conv, shape, out)
+    return torch.minimum(torch.as_tensor(norm), torch.ones((), dtype=torch.as_tensor(norm).dtype)), \
+        f"min(1 by the AOL theorem, {method})"
 
 
 def _bcop_conv(walker, layer: BCOPConv2d, shape, out):
@@ -408,7 +425,11 @@ _RULES: dict[type, Callable] = {
     nn.Mish: _constant(MISH_LIPSCHITZ, "max |derivative| (numerical, rounded up)"),
     MaxMin: _constant(1.0, "exact (sorts pairs)"),
     GroupSort: _constant(1.0, "exact (sorts groups)"),
-    CayleyConv2d: _cayley_conv,
+    CayleyConv2d: _fourier_conv,
+    LOTConv2d: _fourier_conv,
+    AOLConv2d: _aol_conv,
+    CPLConv2d: _constant(1.0, "1 (convex potential step <= 2 / h^2, h a certified bound of ||W||)"),
+    SLLConv2d: _constant(1.0, "1 (convex potential step, T >= W^T W by the Schur test)"),
     BCOPConv2d: _bcop_conv,
     OrthogonalLinear: _orthogonal_linear,
 }

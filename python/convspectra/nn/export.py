@@ -10,14 +10,18 @@ import torch
 import torch.fx
 from torch import nn
 
+from ._same_conv import same_pads
 from .activations import GroupSort, MaxMin
-from .layers import BCOPConv2d, CayleyConv2d, bcop_kernel, fold_kernel
+from .aol import AOLConv2d
+from .convex_potential import CPLConv2d, SLLConv2d
+from .layers import BCOPConv2d, CayleyConv2d, LOTConv2d, bcop_kernel, fold_kernel
 from .linear import OrthogonalLinear
 from .residual import Residual
 
 __all__ = ["export"]
 
-_TYPES = (CayleyConv2d, BCOPConv2d, OrthogonalLinear, MaxMin, GroupSort, Residual)
+_TYPES = (CayleyConv2d, LOTConv2d, BCOPConv2d, AOLConv2d, CPLConv2d, SLLConv2d, OrthogonalLinear, MaxMin, GroupSort,
+          Residual)
 
 
 def export(model: nn.Module, input_size=None, in_channels: int | None = None) -> nn.Module:
@@ -25,10 +29,13 @@ def export(model: nn.Module, input_size=None, in_channels: int | None = None) ->
     (H, W); ``None`` for flat inputs) with ``in_channels`` from the first
     layer unless given, in which
 
-    - ``CayleyConv2d`` becomes [``PixelUnshuffle``] + ``CircularPad2d`` +
-      ``Conv2d`` with its effective kernel (the inverse FFT of its frequency
-      matrices, one tap per pixel of the input the layer sees: exact, and slower than
-      the FFT for large inputs);
+    - ``CayleyConv2d`` and ``LOTConv2d`` become [``PixelUnshuffle``] +
+      ``CircularPad2d`` + ``Conv2d`` with their effective kernel (the inverse
+      FFT of their frequency matrices, one tap per pixel of the input the
+      layer sees: exact, and slower than the FFT for large inputs);
+    - ``AOLConv2d`` becomes a padding module + ``Conv2d`` with the rescaled
+      kernel; ``CPLConv2d`` and ``SLLConv2d`` become GraphModules with their
+      normalisation fixed at that input size;
     - ``BCOPConv2d`` becomes [``PixelUnshuffle``] + ``CircularPad2d`` +
       ``Conv2d`` with the built kernel;
     - ``OrthogonalLinear`` becomes ``nn.Linear`` with the orthogonal matrix;
@@ -104,7 +111,7 @@ def _circular_conv(layer, kernel: torch.Tensor, pads) -> nn.Sequential:
     return nn.Sequential(*parts, nn.CircularPad2d(pads), conv)
 
 
-def _export_cayley(layer: CayleyConv2d, shape) -> nn.Module:
+def _export_fourier(layer, shape) -> nn.Module:
     h, w = shape[1] // layer.stride, shape[2] // layer.stride
     Q = layer._frequency_matrices(h, w, torch.float64)  # (h, w//2+1, out, in)
     # y = irfft2(Q X) is the circular convolution with k = irfft2(Q); conv2d correlates
@@ -136,6 +143,48 @@ def _export_linear(layer: OrthogonalLinear, shape) -> nn.Module:
     if layer.bias is not None:
         lin.bias.copy_(layer.bias)
     return lin
+
+
+def _export_aol(layer: AOLConv2d, shape) -> nn.Module:
+    kernel = layer.rescaled_weight()
+    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, bias=layer.bias is not None,
+                     dtype=kernel.dtype, device=kernel.device)
+    conv.weight.copy_(kernel)
+    if layer.bias is not None:
+        conv.bias.copy_(layer.bias)
+    pads = same_pads(layer.kernel_size, layer.kernel_size)
+    pad = nn.ZeroPad2d(pads) if layer.padding_mode == "zeros" else nn.CircularPad2d(pads)
+    return nn.Sequential(pad, conv)
+
+
+class _PlainConvexPotential(nn.Module):
+    """x - W (scale * relu(W^T x + b)) in torch.nn.functional calls, for fx."""
+
+    def __init__(self, layer, scale: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(layer.weight.detach().clone())
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.register_buffer("scale", scale.detach().clone())
+        kh, kw = layer.weight.shape[-2:]
+        self.pads = same_pads(kh, kw)
+        left, right, top, bottom = self.pads
+        self.adjoint_pads = (right, left, bottom, top)
+        self.mode = "constant" if layer.padding_mode == "zeros" else "circular"
+
+    def forward(self, x):
+        F = nn.functional
+        z = torch.relu(F.conv2d(F.pad(x, self.pads, mode=self.mode), self.weight, self.bias))
+        back = F.conv2d(F.pad(self.scale * z, self.adjoint_pads, mode=self.mode),
+                        self.weight.transpose(0, 1).flip(2, 3))
+        return x - back
+
+
+def _export_cpl(layer: CPLConv2d, shape) -> nn.Module:
+    return _traced(_PlainConvexPotential(layer, layer.step_size(shape[1], shape[2])))
+
+
+def _export_sll(layer: SLLConv2d, shape) -> nn.Module:
+    return _traced(_PlainConvexPotential(layer, 2 * layer.inverse_t()[:, None, None]))
 
 
 class _PlainMaxMin(nn.Module):
@@ -173,7 +222,11 @@ def _export_groupsort(layer: GroupSort, shape) -> nn.Module:
 
 
 _PLAIN = {
-    CayleyConv2d: _export_cayley,
+    CayleyConv2d: _export_fourier,
+    LOTConv2d: _export_fourier,
+    AOLConv2d: _export_aol,
+    CPLConv2d: _export_cpl,
+    SLLConv2d: _export_sll,
     BCOPConv2d: _export_bcop,
     OrthogonalLinear: _export_linear,
     MaxMin: lambda layer, shape: _traced(_PlainMaxMin()),

@@ -1,0 +1,178 @@
+"""LOT, AOL, CPL and SLL against their dense operators and adversarially
+searched input pairs; gradcheck, training, export, lipschitz_bound, errors."""
+
+import pytest
+import torch
+from helpers import dense_layer_operator
+from structured import structured_kernel
+from torch import nn
+
+import convspectra as cs
+
+
+def perturbed(layer, scale=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+def affine_operator(layer, c, H, W):
+    """The matrix of an affine layer: its images of the basis minus its image of 0."""
+    zero = torch.zeros(1, c, H, W, dtype=torch.float64)
+    with torch.no_grad():
+        offset = layer(zero).reshape(1, -1)
+    return (dense_layer_operator(layer, c, H, W).T - offset).T
+
+
+@pytest.mark.parametrize("c_in, c_out, stride, n", [(4, 4, 1, 6), (3, 8, 1, 5), (8, 3, 1, 7), (2, 8, 2, 8),
+                                                    (4, 6, 2, 6), (16, 16, 1, 4)])
+def test_lot_is_orthogonal(c_in, c_out, stride, n):
+    layer = perturbed(cs.nn.LOTConv2d(c_in, c_out, 3, stride=stride).double())
+    s = torch.linalg.svdvals(affine_operator(layer, c_in, n, n))
+    rank = min(c_in * n * n, c_out * (n // stride) ** 2)
+    assert torch.allclose(s[:rank], torch.ones(rank, dtype=torch.float64), atol=1e-8)
+    assert float(cs.lipschitz_bound(layer, n).detach()) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_lot_identity_start_and_training_keeps_it_orthogonal():
+    layer = cs.nn.LOTConv2d(4, 4, 3).double()
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    assert torch.allclose(layer(x), x)  # the Dirac start is the identity
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        (layer(x) * torch.randn_like(x)).sum().backward()
+        opt.step()
+    s = torch.linalg.svdvals(affine_operator(layer, 4, 6, 6))
+    assert not torch.allclose(layer(x), x)
+    assert torch.allclose(s, torch.ones_like(s), atol=1e-8)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+@pytest.mark.parametrize("kind", ["gaussian", "box", "constant_scaled", "duplicated_filters", "rank_one",
+                                  "centre_only"])
+@pytest.mark.parametrize("c_in, c_out, k, n", [(3, 5, 3, 6), (6, 2, 5, 7), (4, 4, 2, 5)])
+def test_aol_norm_is_at_most_one(padding_mode, kind, c_in, c_out, k, n):
+    layer = cs.nn.AOLConv2d(c_in, c_out, k, padding_mode=padding_mode).double()
+    with torch.no_grad():
+        layer.weight.copy_(structured_kernel(kind, c_out, c_in, k))
+    norm = float(torch.linalg.matrix_norm(affine_operator(layer, c_in, n, n), 2))
+    assert norm <= 1 + 1e-12
+    bound = float(cs.lipschitz_bound(layer, n).detach())
+    assert norm * (1 - 1e-9) <= bound <= 1.0
+
+
+def test_aol_orthogonal_centre_start_is_orthogonal():
+    layer = cs.nn.AOLConv2d(4, 4, 3).double()
+    s = torch.linalg.svdvals(affine_operator(layer, 4, 5, 5))
+    assert torch.allclose(s, torch.ones_like(s), atol=1e-6)  # the rescaling is 1 up to its eps
+
+
+def max_stretch(f, shape, trials=64, steps=150, seed=0):
+    """The largest ||f(x) - f(y)|| / ||x - y|| over random pairs and pairs
+    pushed by gradient ascent on that ratio."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(trials, *shape, generator=g, dtype=torch.float64)
+    y = x + torch.randn(trials, *shape, generator=g, dtype=torch.float64) * torch.logspace(-3, 0, trials,
+                                                                                          dtype=torch.float64).view(-1, 1, 1, 1)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    opt = torch.optim.Adam([x, y], lr=0.05)
+    best = 0.0
+
+    def ratios():
+        return (f(x) - f(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
+
+    for _ in range(steps):
+        opt.zero_grad()
+        r = ratios()
+        best = max(best, float(r.max()))
+        (-r.sum()).backward()
+        opt.step()
+    return max(best, float(ratios().max()))
+
+
+@pytest.mark.parametrize("cls", ["CPLConv2d", "SLLConv2d"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+@pytest.mark.parametrize("channels, inner, k, n", [(3, 6, 3, 6), (5, 2, 3, 5), (4, 4, 5, 8)])
+def test_convex_potential_layers_are_1_lipschitz(cls, padding_mode, channels, inner, k, n):
+    layer = perturbed(getattr(cs.nn, cls)(channels, inner, k, padding_mode=padding_mode).double(), 0.5).eval()
+    assert max_stretch(layer, (channels, n, n)) <= 1 + 1e-6
+    x = torch.randn(32, channels, n, n, dtype=torch.float64)
+    assert float(cs.lipschitz_lower_bound(layer, x, iters=50)) <= 1 + 1e-6
+    report = cs.lipschitz_report(layer, n)
+    assert report.bound == 1.0 and report.rows[0].type == cls
+
+
+def test_cpl_normalises_by_a_bound_that_holds():
+    for padding_mode in ("zeros", "circular"):
+        layer = perturbed(cs.nn.CPLConv2d(3, 5, 3, padding_mode=padding_mode).double())
+        conv = nn.Conv2d(3, 5, 3, padding=1, padding_mode=padding_mode, bias=False).double()
+        with torch.no_grad():
+            conv.weight.copy_(layer.weight)
+        truth = float(torch.linalg.matrix_norm(dense_layer_operator(conv, 3, 7, 7), 2))
+        h = float(layer.weight_norm(7, 7))
+        assert truth * (1 - 1e-9) <= h <= 1.1 * truth
+        if padding_mode == "circular":
+            assert h == pytest.approx(truth, rel=1e-9)
+
+
+def test_sll_q_matters_and_the_bound_holds_for_any_q():
+    layer = perturbed(cs.nn.SLLConv2d(3, 4, 3).double())
+    t0 = layer.inverse_t().detach().clone()
+    with torch.no_grad():
+        layer.log_q.copy_(torch.tensor([2.0, -1.0, 0.5, -3.0], dtype=torch.float64))
+    assert not torch.allclose(layer.inverse_t(), t0)
+    assert max_stretch(layer.eval(), (3, 6, 6), steps=100) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("make", [
+    lambda: cs.nn.LOTConv2d(2, 3, 3, stride=2), lambda: cs.nn.AOLConv2d(2, 3, 3),
+    lambda: cs.nn.AOLConv2d(2, 2, 3, padding_mode="circular"), lambda: cs.nn.CPLConv2d(2, 3, 3),
+    lambda: cs.nn.SLLConv2d(2, 3, 3, padding_mode="circular"),
+])
+def test_gradcheck_and_export(make):
+    layer = perturbed(make().double())
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in layer.named_parameters()}
+    names = list(params)
+
+    def f(x, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params.values()))
+    layer.eval()
+    plain = cs.nn.export(layer, 4)
+    assert not any(type(m).__module__.startswith("convspectra") for m in plain.modules())
+    with torch.no_grad():
+        assert torch.allclose(plain(x), layer(x), atol=1e-10)
+
+
+def test_eval_caches_follow_the_parameters():
+    for layer in [cs.nn.AOLConv2d(2, 2, 3), cs.nn.CPLConv2d(2, 3, 3), cs.nn.SLLConv2d(2, 3, 3),
+                  cs.nn.LOTConv2d(2, 2, 3)]:
+        layer = perturbed(layer).eval()
+        x = torch.randn(2, 2, 6, 6)
+        with torch.no_grad():
+            before = layer(x)
+            layer.weight.add_(0.3 * torch.randn_like(layer.weight))  # not a scaling: AOL and LOT ignore scale
+            after = layer(x)
+        layer.train()
+        assert torch.allclose(layer(x), after, atol=1e-6) and not torch.allclose(before, after)
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="padding_mode"):
+        cs.nn.AOLConv2d(2, 2, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode"):
+        cs.nn.CPLConv2d(2, 2, 3, padding_mode="replicate")
+    with pytest.raises(ValueError, match="inner_channels"):
+        cs.nn.SLLConv2d(2, 0, 3)
+    with pytest.raises(ValueError, match=r"x must be \(batch, 2, H, W\)"):
+        cs.nn.CPLConv2d(2, 3, 3)(torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="iters"):
+        cs.nn.LOTConv2d(2, 2, 3, iters=0)
+    with pytest.raises(ValueError, match="divisible by the stride"):
+        cs.nn.LOTConv2d(2, 2, 3, stride=2)(torch.randn(1, 2, 5, 4))
