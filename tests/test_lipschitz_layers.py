@@ -128,7 +128,42 @@ def test_sll_q_matters_and_the_bound_holds_for_any_q():
     assert max_stretch(layer.eval(), (3, 6, 6), steps=100) <= 1 + 1e-6
 
 
+@pytest.mark.parametrize("c_in, c_out, stride, n", [(4, 4, 1, 6), (3, 6, 1, 5), (6, 3, 1, 6), (2, 8, 2, 8)])
+def test_soc_is_orthogonal_within_its_series_bound(c_in, c_out, stride, n, monkeypatch):
+    from convspectra import lipschitz as lip
+    from convspectra.nn.soc import series_remainder
+
+    layer = perturbed(cs.nn.SOCConv2d(c_in, c_out, 3, stride=stride).double(), 0.1)
+    L = layer.skew_weight().detach()
+    ell = cs.spectral_norm(L, (n // stride, n // stride), "zeros", "certified")
+    rank = min(c_in * n * n, c_out * (n // stride) ** 2)
+    for mode, terms, measured in [("eval", layer.eval_terms, 1e-8), ("train", layer.terms, 1e-2)]:
+        layer.train(mode == "train")
+        s = torch.linalg.svdvals(affine_operator(layer, c_in, n, n))[:rank]
+        slack = float(series_remainder(ell, terms))
+        assert float((s - 1).abs().max()) <= slack + 1e-12
+        assert float((s - 1).abs().max()) <= measured  # the documented deviation at this scale
+    layer.eval()
+    norm = float(torch.linalg.matrix_norm(affine_operator(layer, c_in, n, n), 2))
+    assert float(cs.lipschitz_bound(layer, n).detach()) == pytest.approx(norm, rel=1e-12)
+    monkeypatch.setattr(lip, "DENSE_MAX_ENTRIES", 0)  # the series bound alone
+    report = cs.lipschitz_report(layer, n)
+    assert norm <= report.bound <= 1 + 1e-6 and "remainder" in report.rows[0].method
+
+
+def test_soc_series_remainder_is_an_upper_bound():
+    from convspectra.nn.soc import series_remainder
+    import math
+
+    for x in (0.0, 0.3, 0.7, 2.0, 5.0):
+        for terms in (1, 5, 12):
+            exact = math.fsum(x**i / math.factorial(i) for i in range(terms + 1, terms + 150))  # the tail itself
+            got = float(series_remainder(torch.tensor(x, dtype=torch.float64), terms))
+            assert exact * (1 - 1e-12) - 1e-300 <= got <= exact * (1 + 1e-9) + 1e-300
+
+
 @pytest.mark.parametrize("make", [
+    lambda: cs.nn.SOCConv2d(2, 3, 3), lambda: cs.nn.SOCConv2d(2, 4, 1, stride=2),
     lambda: cs.nn.LOTConv2d(2, 3, 3, stride=2), lambda: cs.nn.AOLConv2d(2, 3, 3),
     lambda: cs.nn.AOLConv2d(2, 2, 3, padding_mode="circular"), lambda: cs.nn.CPLConv2d(2, 3, 3),
     lambda: cs.nn.SLLConv2d(2, 3, 3, padding_mode="circular"),
@@ -174,5 +209,9 @@ def test_bad_input_is_a_clear_error():
         cs.nn.CPLConv2d(2, 3, 3)(torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match="iters"):
         cs.nn.LOTConv2d(2, 2, 3, iters=0)
+    with pytest.raises(ValueError, match="odd"):
+        cs.nn.SOCConv2d(2, 2, 4)
+    with pytest.raises(ValueError, match="eval_terms"):
+        cs.nn.SOCConv2d(2, 2, 3, eval_terms=0)
     with pytest.raises(ValueError, match="divisible by the stride"):
         cs.nn.LOTConv2d(2, 2, 3, stride=2)(torch.randn(1, 2, 5, 4))

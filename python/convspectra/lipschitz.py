@@ -26,6 +26,7 @@ from .nn.layers import BCOPConv2d, CayleyConv2d, LOTConv2d, fold_kernel
 from .nn.linear import OrthogonalLinear
 from .nn.penalty import conv_layer_norm, conv_padding, effective_kernel
 from .nn.residual import Residual
+from .nn.soc import SOCConv2d, series_remainder
 from .norms import spectral_norm
 
 __all__ = ["lipschitz_bound", "lipschitz_report", "register_lipschitz", "lipschitz_lower_bound", "LipschitzReport",
@@ -389,6 +390,36 @@ def _bcop_conv(walker, layer: BCOPConv2d, shape, out):
     return spectral_norm(fold_kernel(layer.weight, h, w), (h, w), "circular", "exact"), "exact circular norm"
 
 
+def _affine_dense_norm(module, shape, out) -> torch.Tensor | None:
+    """The exact norm of an affine layer from its dense matrix (its images of
+    the basis minus its image of 0), or None when that matrix is too large."""
+    p = next(module.parameters())
+
+    def linear_part(x):
+        x = x.to(p.device)
+        return module(x) - module(torch.zeros_like(x[:1]))
+
+    return _dense_norm(linear_part, shape, out, p.dtype)
+
+
+def _soc_conv(walker, layer: SOCConv2d, shape, out):
+    """The truncated exponential of a skew operator of norm l: at most
+    1 + sum_{i > terms} l^i / i!, l by a certified bound; with verify and a
+    small layer, also its exact norm (the smaller of the two)."""
+    C, H, W = _spatial(layer, shape, "SOCConv2d")
+    L = layer.skew_weight()
+    k = L.shape[-1]
+    h, w = H // layer.stride, W // layer.stride
+    ell = spectral_norm(L, (max(h, k), max(w, k)), "zeros", "certified")
+    bound = (1 + series_remainder(ell, layer.eval_terms)).to(L.dtype)
+    method = f"1 + series remainder after {layer.eval_terms} terms (certified ||L|| = {float(ell):.3g})"
+    if walker.verify:
+        dense = _affine_dense_norm(layer, shape, out)
+        if dense is not None and float(dense) < float(bound):
+            return dense, "exact (dense operator)"
+    return bound, method
+
+
 def _orthogonal_linear(walker, layer: OrthogonalLinear, shape, out):
     if not walker.verify:
         return 1.0, "1 (orthogonal, assumed: verify=False)"
@@ -432,6 +463,7 @@ _RULES: dict[type, Callable] = {
     SLLConv2d: _constant(1.0, "1 (convex potential step, T >= W^T W by the Schur test)"),
     BCOPConv2d: _bcop_conv,
     OrthogonalLinear: _orthogonal_linear,
+    SOCConv2d: _soc_conv,
 }
 
 

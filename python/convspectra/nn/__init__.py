@@ -17,7 +17,8 @@ from .linear import OrthogonalLinear
 from .losses import MarginHingeLoss, OffsetCrossEntropy
 from .penalty import conv_input_sizes, spectral_penalty
 from .residual import Residual
+from .soc import SOCConv2d
 
-__all__ = ["CayleyConv2d", "BCOPConv2d", "LOTConv2d", "AOLConv2d", "CPLConv2d", "SLLConv2d", "aol_rescale",
+__all__ = ["CayleyConv2d", "BCOPConv2d", "LOTConv2d", "SOCConv2d", "AOLConv2d", "CPLConv2d", "SLLConv2d", "aol_rescale",
            "OrthogonalLinear", "MaxMin", "GroupSort", "Residual", "OffsetCrossEntropy",
            "MarginHingeLoss", "bcop_kernel", "circular_conv2d", "spectral_penalty", "conv_input_sizes", "export"]

@@ -17,10 +17,11 @@ from .convex_potential import CPLConv2d, SLLConv2d
 from .layers import BCOPConv2d, CayleyConv2d, LOTConv2d, bcop_kernel, fold_kernel
 from .linear import OrthogonalLinear
 from .residual import Residual
+from .soc import SOCConv2d
 
 __all__ = ["export"]
 
-_TYPES = (CayleyConv2d, LOTConv2d, BCOPConv2d, AOLConv2d, CPLConv2d, SLLConv2d, OrthogonalLinear, MaxMin, GroupSort,
+_TYPES = (CayleyConv2d, LOTConv2d, SOCConv2d, BCOPConv2d, AOLConv2d, CPLConv2d, SLLConv2d, OrthogonalLinear, MaxMin, GroupSort,
           Residual)
 
 
@@ -33,6 +34,7 @@ def export(model: nn.Module, input_size=None, in_channels: int | None = None) ->
       ``CircularPad2d`` + ``Conv2d`` with their effective kernel (the inverse
       FFT of their frequency matrices, one tap per pixel of the input the
       layer sees: exact, and slower than the FFT for large inputs);
+    - ``SOCConv2d`` becomes a GraphModule of its eval-mode series;
     - ``AOLConv2d`` becomes a padding module + ``Conv2d`` with the rescaled
       kernel; ``CPLConv2d`` and ``SLLConv2d`` become GraphModules with their
       normalisation fixed at that input size;
@@ -187,6 +189,30 @@ def _export_sll(layer: SLLConv2d, shape) -> nn.Module:
     return _traced(_PlainConvexPotential(layer, 2 * layer.inverse_t()[:, None, None]))
 
 
+class _PlainSOC(nn.Module):
+    """The truncated exponential series with its kernel fixed, for fx."""
+
+    def __init__(self, layer: SOCConv2d):
+        super().__init__()
+        self.L = nn.Parameter(layer.skew_weight().detach().clone())
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.stride, self.out_channels, self.terms = layer.stride, layer.out_channels, layer.eval_terms
+        self.extra = self.L.shape[0] - layer.in_channels * layer.stride**2
+
+    def forward(self, x):
+        F = nn.functional
+        if self.stride > 1:
+            x = F.pixel_unshuffle(x, self.stride)
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        term, total = x, x
+        for i in range(1, self.terms + 1):
+            term = F.conv2d(term, self.L, padding=self.L.shape[-1] // 2) / i
+            total = total + term
+        y = total[:, : self.out_channels]
+        return y if self.bias is None else y + self.bias[:, None, None]
+
+
 class _PlainMaxMin(nn.Module):
     def forward(self, x):
         a, b = x.chunk(2, dim=1)
@@ -225,6 +251,7 @@ _PLAIN = {
     CayleyConv2d: _export_fourier,
     LOTConv2d: _export_fourier,
     AOLConv2d: _export_aol,
+    SOCConv2d: lambda layer, shape: _traced(_PlainSOC(layer)),
     CPLConv2d: _export_cpl,
     SLLConv2d: _export_sll,
     BCOPConv2d: _export_bcop,
