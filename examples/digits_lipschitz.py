@@ -1,8 +1,8 @@
-"""A 1-Lipschitz CNN on scikit-learn's digits, with CayleyConv2d or BCOPConv2d.
+"""A 1-Lipschitz CNN on scikit-learn's digits, with each 1-Lipschitz layer kind.
 
-    python examples/digits_lipschitz.py [--layer cayley|bcop|both] [--epochs N]
+    python examples/digits_lipschitz.py [--layer cayley|bcop|lot|soc|aol|cpl|sll|both|all] [--epochs N]
 
-Built from convspectra's pieces only: orthogonal convolutions, ``cs.nn.MaxMin``
+Built from convspectra's pieces only: 1-Lipschitz convolutions, ``cs.nn.MaxMin``
 activations and a ``cs.nn.OrthogonalLinear`` head, trained with
 ``cs.nn.OffsetCrossEntropy``. ``cs.lipschitz_bound`` certifies the network's
 Lipschitz constant (about 1, measured layer by layer at the true input sizes),
@@ -29,14 +29,29 @@ import convspectra as cs
 EPS = 0.1
 
 
+STRIDED = {"cayley": cs.nn.CayleyConv2d, "bcop": cs.nn.BCOPConv2d, "lot": cs.nn.LOTConv2d, "soc": cs.nn.SOCConv2d}
+SAME_SIZE = {"aol": lambda c: cs.nn.AOLConv2d(c, c, 3), "cpl": lambda c: cs.nn.CPLConv2d(c, c, 3),
+             "sll": lambda c: cs.nn.SLLConv2d(c, c, 3)}
+LAYERS = (*STRIDED, *SAME_SIZE)
+
+
 def make_model(layer: str) -> nn.Sequential:
-    conv = {"cayley": cs.nn.CayleyConv2d, "bcop": cs.nn.BCOPConv2d}[layer]
-    head = "cayley" if layer == "cayley" else "bjorck"
+    head = "bjorck" if layer == "bcop" else "cayley"
+    if layer in STRIDED:  # the orthogonal layers downsample themselves (pixel unshuffle inside)
+        conv = STRIDED[layer]
+        return nn.Sequential(
+            conv(1, 16, 3), cs.nn.MaxMin(),              # 16 x 8 x 8
+            conv(16, 64, 3, stride=2), cs.nn.MaxMin(),   # 64 x 4 x 4
+            conv(64, 128, 3, stride=2), cs.nn.MaxMin(),  # 128 x 2 x 2
+            nn.Flatten(), cs.nn.OrthogonalLinear(512, 10, method=head),
+        )
+    block = SAME_SIZE[layer]  # c -> c layers: an AOL stem for the channels, pixel unshuffle to downsample
     return nn.Sequential(
-        conv(1, 16, 3), cs.nn.MaxMin(),              # 16 x 8 x 8
-        conv(16, 64, 3, stride=2), cs.nn.MaxMin(),   # 64 x 4 x 4
-        conv(64, 128, 3, stride=2), cs.nn.MaxMin(),  # 128 x 2 x 2
-        nn.Flatten(), cs.nn.OrthogonalLinear(512, 10, method=head),
+        cs.nn.AOLConv2d(1, 16, 3), cs.nn.MaxMin(),             # 16 x 8 x 8
+        block(16), cs.nn.MaxMin(), nn.PixelUnshuffle(2),       # 64 x 4 x 4
+        block(64), cs.nn.MaxMin(), nn.PixelUnshuffle(2),       # 256 x 2 x 2
+        block(256), cs.nn.MaxMin(),
+        nn.Flatten(), cs.nn.OrthogonalLinear(1024, 10, method=head),
     )
 
 
@@ -100,12 +115,13 @@ def train(layer: str, epochs: int, seed: int = 0, batch_size: int = 64, lr: floa
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--layer", choices=["cayley", "bcop", "both"], default="both")
+    p.add_argument("--layer", choices=[*LAYERS, "both", "all"], default="both",
+                   help="one layer kind, both (cayley and bcop) or all")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--attack-steps", type=int, default=100, help="PGD steps of the cross-check (0: no attack)")
     args = p.parse_args(argv)
-    layers = ["cayley", "bcop"] if args.layer == "both" else [args.layer]
+    layers = {"both": ["cayley", "bcop"], "all": list(LAYERS)}.get(args.layer, [args.layer])
     print(f"digits, 1-Lipschitz CNN, {args.epochs} epochs, certified radius eps = {EPS} (L2)")
     print(f"{'layer':<8} {'L bound':>9} {'clean acc':>9} {'certified acc':>13} {'PGD acc':>8} {'flipped':>7} "
           f"{'s / epoch':>9}")

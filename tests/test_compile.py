@@ -5,6 +5,7 @@ norm (its Lanczos search is an op of its own) and eval-mode orthogonal layers
 
 import pytest
 import torch
+from torch import nn
 
 import convspectra as cs
 from helpers import DEVICES, rel_err
@@ -71,3 +72,33 @@ def test_eval_mode_layers_compile(device, layer):
             p.add_(0.3 * torch.randn_like(p))
         assert rel_err(compiled(x), module(x)) < 1e-12
         assert rel_err(compiled(x), eager) > 1e-6
+
+
+LIPSCHITZ_LAYERS = {
+    "lot": lambda: cs.nn.LOTConv2d(3, 4, 3), "soc": lambda: cs.nn.SOCConv2d(3, 4, 3),
+    "aol": lambda: cs.nn.AOLConv2d(3, 4, 3), "cpl": lambda: cs.nn.CPLConv2d(3, 4, 3),
+    "sll": lambda: cs.nn.SLLConv2d(3, 4, 3), "linear": lambda: nn.Sequential(
+        nn.Flatten(), cs.nn.OrthogonalLinear(3 * 64, 8), cs.nn.GroupSort(4), cs.nn.MaxMin()),
+}
+
+
+@pytest.mark.parametrize("layer", list(LIPSCHITZ_LAYERS))
+def test_lipschitz_layer_training_step_compiles(layer):
+    # forward, loss and backward in one graph (backend aot_eager: the autograd graph is traced too)
+    torch.manual_seed(0)
+    module = LIPSCHITZ_LAYERS[layer]().double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+
+    def step(x):
+        return module(x).square().sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss = compiled(x)
+    loss.backward()
+    compiled_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    eager = step(x)
+    eager.backward()
+    assert rel_err(loss, eager) < 1e-10
+    for g, p in zip(compiled_grads, module.parameters()):
+        assert rel_err(g, p.grad) < 1e-8

@@ -20,7 +20,10 @@ def example():
     return module
 
 
-@pytest.mark.parametrize("layer", ["cayley", "bcop"])
+LAYERS = ["cayley", "bcop", "lot", "soc", "aol", "cpl", "sll"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
 def test_network_is_1_lipschitz(example, layer):
     model = example.make_model(layer).double().eval()
     with torch.no_grad():  # leave the orthogonal start: the bound must hold for any parameters
@@ -29,24 +32,27 @@ def test_network_is_1_lipschitz(example, layer):
     for _ in range(3):
         x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
         J = torch.autograd.functional.jacobian(model, x).reshape(10, 64)
-        assert torch.linalg.matrix_norm(J, 2) <= 1 + 1e-9
+        # SOC's eval series is orthogonal to its truncation (about 1e-9 here)
+        assert torch.linalg.matrix_norm(J, 2) <= 1 + (1e-7 if layer == "soc" else 1e-9)
 
 
-@pytest.mark.parametrize("layer", ["cayley", "bcop"])
+@pytest.mark.parametrize("layer", LAYERS)
 def test_training_and_certificates(example, layer):
-    result = example.train(layer, epochs=1, limit=256)
+    result = example.train(layer, epochs=1 if layer in example.STRIDED else 3, limit=256)
     assert result["clean"] > 0.3
     model = result["model"].eval()
     _, (x, y) = example.load_digits()
     x, y = x[:256], y[:256]
+    checked = example.evaluate(model, x, y, attack_steps=20)
+    L = checked["lipschitz"]  # 1 for the orthogonal layers, the measured (smaller) bound for AOL
+    assert L <= 1 + 1e-5
     with torch.no_grad():
         top2 = model(x).topk(2, dim=1)
-    certified = (top2.indices[:, 0] == y) & (top2.values[:, 0] - top2.values[:, 1] > math.sqrt(2) * example.EPS)
+    margin = top2.values[:, 0] - top2.values[:, 1]
+    certified = (top2.indices[:, 0] == y) & (margin > math.sqrt(2) * example.EPS * L)
     assert certified.any()
-    checked = example.evaluate(model, x, y, attack_steps=20)
     assert checked["certified"] == pytest.approx(certified.float().mean().item(), abs=1 / 256)
     assert checked["certified_flipped"] == 0 and checked["attacked"] >= checked["certified"]
-    assert checked["lipschitz"] == pytest.approx(1.0, abs=1e-5)
 
     # the strongest single step against each prediction: along the gradient of its margin
     # over the runner-up, at L2 norm eps. A 1-Lipschitz network moves a margin by at most

@@ -215,3 +215,43 @@ def test_bad_input_is_a_clear_error():
         cs.nn.SOCConv2d(2, 2, 3, eval_terms=0)
     with pytest.raises(ValueError, match="divisible by the stride"):
         cs.nn.LOTConv2d(2, 2, 3, stride=2)(torch.randn(1, 2, 5, 4))
+
+
+def test_layers_match_the_published_recipes_in_reference():
+    ref = cs.reference
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    lot = perturbed(cs.nn.LOTConv2d(4, 4, 3).double(), 0.1)
+    # coupled Newton-Schulz with the published 1e-4 regulariser: close to the exact polar factor, not equal
+    assert torch.allclose(lot(x), ref.lot_conv2d(x, lot.weight, lot.bias, iters=25), atol=1e-3)
+    soc = perturbed(cs.nn.SOCConv2d(4, 6, 3).double().eval(), 0.1)
+    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=12), atol=1e-10)
+    for mode in ("zeros", "circular"):
+        aol = perturbed(cs.nn.AOLConv2d(4, 5, 3, padding_mode=mode).double())
+        assert torch.allclose(aol(x), ref.aol_conv2d(x, aol.weight, aol.bias, mode), atol=1e-12)
+        sll = perturbed(cs.nn.SLLConv2d(4, 3, 3, padding_mode=mode).double())
+        assert torch.allclose(sll(x), ref.sll_conv2d(x, sll.weight, sll.bias, sll.log_q, mode), atol=1e-12)
+    # CPL with a converged power iteration and circular padding: the same normalisation (the exact norm)
+    cpl = perturbed(cs.nn.CPLConv2d(4, 3, 3, padding_mode="circular").double())
+    u = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    y, _ = ref.cpl_conv2d(x, cpl.weight, cpl.bias, u, "circular", iters=2000)
+    assert torch.allclose(cpl(x), y, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: cs.nn.AOLConv2d(3, 3, 3), lambda: cs.nn.SOCConv2d(3, 3, 3), lambda: cs.nn.CPLConv2d(3, 4, 3),
+    lambda: cs.nn.SLLConv2d(3, 4, 3, padding_mode="circular"),
+])
+def test_training_keeps_the_layer_1_lipschitz(make):
+    layer = make().double()
+    x = torch.randn(8, 3, 6, 6, dtype=torch.float64)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    for _ in range(10):  # push the outputs apart: the direction that would break a bound
+        opt.zero_grad()
+        (-(layer(x) - layer(x.roll(1, 0))).square().sum()).backward()
+        opt.step()
+    layer.eval()
+    if isinstance(layer, (cs.nn.AOLConv2d, cs.nn.SOCConv2d)):  # affine: the dense operator
+        norm = float(torch.linalg.matrix_norm(affine_operator(layer, 3, 6, 6), 2))
+        assert norm <= 1 + 1e-8
+    else:
+        assert max_stretch(layer, (3, 6, 6), steps=60) <= 1 + 1e-6

@@ -26,6 +26,11 @@ __all__ = [
     "bjorck",
     "bcop_kernel",
     "bcop_conv2d",
+    "lot_conv2d",
+    "soc_conv2d",
+    "aol_conv2d",
+    "cpl_conv2d",
+    "sll_conv2d",
     "gram_bound",
     "svdvals",
     "polyphase",
@@ -224,6 +229,117 @@ def bcop_conv2d(x: torch.Tensor, matrices: torch.Tensor, out_channels: int, bias
         x = F.pixel_unshuffle(x, stride)
     y = conv(x, bcop_kernel(matrices, out_channels, x.shape[1], iters), "circular")
     return y if bias is None else y + bias[:, None, None]
+
+
+def lot_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride: int = 1, iters: int = 10) -> torch.Tensor:
+    """The LOT convolution (Xu, Li & Li 2022) as published code computes it:
+    per frequency of the full fft2 grid, the polar factor of the (centred)
+    kernel's symbol by a Python loop of coupled Newton-Schulz steps for
+    ``(V V^H)^{-1/2}`` (``S = V V^H + 1e-4 I`` over its Frobenius norm; ``Y <-
+    Y T``, ``Z <- T Z``, ``T = (3 I - Z Y) / 2``), then ``ifft2``. On the input's
+    own circular grid, like ``nn.LOTConv2d`` (the published layer pads by k//2
+    and crops)."""
+    if stride > 1:
+        x = F.pixel_unshuffle(x, stride)
+    H, W = x.shape[-2:]
+    k = weight.shape[-1]
+    centred = torch.roll(F.pad(weight, (0, max(0, W - k), 0, max(0, H - k))), (-((k - 1) // 2), -((k - 1) // 2)),
+                         (2, 3))
+    V = torch.fft.fft2(centred, s=(H, W)).permute(2, 3, 0, 1)  # (H, W, c_out, c_in)
+    eye = torch.eye(V.shape[-2], dtype=V.dtype, device=V.device)
+    S = V @ V.mH + 1e-4 * eye
+    nrm = torch.linalg.matrix_norm(S)[..., None, None] + 1e-4
+    Y, Z = S / nrm, eye.expand_as(S)
+    for _ in range(iters):
+        T = 0.5 * (3 * eye - Z @ Y)
+        Y, Z = Y @ T, T @ Z
+    Q = Z @ V / nrm.sqrt()
+    y = torch.fft.ifft2(torch.einsum("uvoi,biuv->bouv", Q, torch.fft.fft2(x))).real
+    return y if bias is None else y + bias[:, None, None]
+
+
+def soc_conv2d(x: torch.Tensor, M: torch.Tensor, out_channels: int, bias=None, stride: int = 1,
+               terms: int = 12) -> torch.Tensor:
+    """The skew orthogonal convolution (Singla & Feizi 2021) as published code
+    computes it: ``L = (M - M^T) / 2`` (channels swapped, taps flipped), scaled
+    by 0.7 (1 for k = 1) over the smallest spectral norm of four reshapes of
+    ``L`` (``torch.linalg.matrix_norm(ord=2)``; the published code estimates
+    them by power iteration), then the series ``sum_{i <= terms} L^i x / i!``
+    by repeated zero-padded conv2d; inputs zero-padded to ``M``'s channels,
+    the first ``out_channels`` kept."""
+    if stride > 1:
+        x = F.pixel_unshuffle(x, stride)
+    L = 0.5 * (M - M.transpose(0, 1).flip(2, 3))
+    c, _, kh, kw = L.shape
+    reshapes = [L.permute(0, 2, 1, 3).reshape(c * kh, c * kw), L.permute(0, 3, 1, 2).reshape(c * kw, c * kh),
+                L.reshape(c, -1), L.transpose(0, 1).reshape(c, -1)]
+    sigma = torch.stack([torch.linalg.matrix_norm(A, ord=2) for A in reshapes]).min()
+    L = (0.7 if kh > 1 else 1.0) * L / sigma
+    if x.shape[1] < c:
+        x = F.pad(x, (0, 0, 0, 0, 0, c - x.shape[1]))
+    z = term = x
+    for i in range(1, terms + 1):
+        term = F.conv2d(term, L, padding=kh // 2) / i
+        z = z + term
+    z = z[:, :out_channels]
+    return z if bias is None else z + bias[:, None, None]
+
+
+def _same(x, weight, padding_mode, bias=None):
+    kh, kw = weight.shape[-2:]
+    pads = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)
+    return F.conv2d(F.pad(x, pads, mode="constant" if padding_mode == "zeros" else "circular"), weight, bias)
+
+
+def _same_transpose(y, weight, padding_mode):
+    kh, kw = weight.shape[-2:]
+    pads = (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2)
+    mode = "constant" if padding_mode == "zeros" else "circular"
+    return F.conv2d(F.pad(y, pads, mode=mode), weight.transpose(0, 1).flip(2, 3))
+
+
+def aol_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, padding_mode: str = "zeros") -> torch.Tensor:
+    """The AOL convolution (Prach & Lampert 2022) as published code computes
+    it: ``V = conv2d(K^T, K^T, padding=k-1)``, the input channels scaled by
+    ``(sum |V_ij| + 1e-6)^{-1/2}``, then the 'same' convolution."""
+    kt = weight.transpose(0, 1)
+    V = F.conv2d(kt, kt, padding=(weight.shape[-2] - 1, weight.shape[-1] - 1))
+    d = (V.abs().sum((1, 2, 3)) + 1e-6).rsqrt()
+    return _same(x, weight * d[None, :, None, None], padding_mode, bias)
+
+
+def cpl_conv2d(x: torch.Tensor, weight: torch.Tensor, bias, u: torch.Tensor, padding_mode: str = "zeros",
+               iters: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convex potential layer (Meunier et al. 2022) as published code
+    computes it: ``iters`` power-iteration steps on ``W^T W`` from the
+    persistent vector ``u`` (one per training step), ``sigma = <W u, v>``,
+    then ``x - 2 / sigma^2 W relu(W^T x + b)``. Returns the output and the
+    new ``u``. The estimate can fall below ``||W||``, so the layer is not
+    guaranteed 1-Lipschitz (``nn.CPLConv2d`` uses a certified bound)."""
+    with torch.no_grad():
+        for _ in range(iters):
+            v = _same(u, weight, padding_mode)
+            v = v / (v.norm() + 1e-12)
+            u = _same_transpose(v, weight, padding_mode)
+            u = u / (u.norm() + 1e-12)
+    v = _same(u, weight, padding_mode)
+    sigma = (v * (v / (v.norm() + 1e-12)).detach()).sum()
+    z = torch.relu(_same(x, weight, padding_mode, bias))
+    return x - 2 / (sigma**2 + 1e-6) * _same_transpose(z, weight, padding_mode), u
+
+
+def sll_conv2d(x: torch.Tensor, weight: torch.Tensor, bias, log_q: torch.Tensor,
+               padding_mode: str = "zeros") -> torch.Tensor:
+    """The SDP-based Lipschitz layer (Araujo et al. 2023) as published code
+    computes it (with q on the column axis, as in its paper and linear layer):
+    ``T_i = sum_j |W^T W|_ij q_j / q_i``, ``x - 2 W T^{-1} relu(W^T x + b)``."""
+    kh, kw = weight.shape[-2:]
+    G = F.conv2d(weight, weight, padding=(kh - 1, kw - 1)).abs().sum((2, 3))
+    q = torch.exp(log_q)
+    T = (G * q[None, :]).sum(1) / q
+    t = torch.where(T > 0, 1 / T, torch.zeros_like(T))
+    z = torch.relu(_same(x, weight, padding_mode, bias))
+    return x - 2 * _same_transpose(t[:, None, None] * z, weight, padding_mode)
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,9 @@ class Case:
     # the textbook count of real floating-point operations of our kernel's work
     # (for the achieved fraction of the machine's float32 GEMM rate); None: not reported
     flops: int | None = None
+    # part of a CPU run that does not name it with --family or --filter (False for cases
+    # that take minutes on a small CPU, like whole-network training steps)
+    default_on_cpu: bool = True
 
 
 def random_weights(c_out: int, c_in: int, k: int) -> Callable[[torch.device], tuple]:

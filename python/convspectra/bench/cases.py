@@ -6,6 +6,7 @@ from __future__ import annotations
 from .case import Case
 from .export_cases import export_cases
 from .isa_cases import isa_cases
+from .layer_cases import layer_benchmark_cases
 from .norm_cases import gram_kernel_cases, norm_cases, penalty_cases
 from .orthogonal_cases import bcop_cases, cayley_cases
 from .spectrum_cases import grid_cases, resnet18_cases, small_svd_cases
@@ -14,7 +15,8 @@ from .spectrum_cases import grid_cases, resnet18_cases, small_svd_cases
 def all_cases() -> list[Case]:
     """Every case of the full run, in table order."""
     return (grid_cases() + resnet18_cases() + norm_cases() + penalty_cases() + gram_kernel_cases()
-            + small_svd_cases() + cayley_cases() + bcop_cases() + export_cases() + isa_cases())
+            + small_svd_cases() + cayley_cases() + bcop_cases() + export_cases() + layer_benchmark_cases()
+            + isa_cases())
 
 
 def select_cases(cases: list[Case], quick: bool = False, name: str | None = None,

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
         p.error(f"--device must be cpu or cuda, got {args.device!r}")
     min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
     cases = select_cases(all_cases(), quick=args.quick, name=args.filter, family=args.family)
+    if device.type == "cpu" and not (args.filter or args.family):
+        cases = [c for c in cases if c.default_on_cpu]
 
     cpu_memory = ResidentPeakMemory()
     bandwidth = copy_bandwidth(device)
