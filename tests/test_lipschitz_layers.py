@@ -177,8 +177,8 @@ def test_gradcheck_and_export(make):
     def f(x, *values):
         return torch.func.functional_call(layer, dict(zip(names, values)), (x,))
 
+    layer.eval()  # deterministic (SOC's power iteration moves only in training); no cache with autograd on
     assert torch.autograd.gradcheck(f, (x, *params.values()))
-    layer.eval()
     plain = cs.nn.export(layer, 4)
     assert not any(type(m).__module__.startswith("convspectra") for m in plain.modules())
     with torch.no_grad():
@@ -224,7 +224,12 @@ def test_layers_match_the_published_recipes_in_reference():
     # coupled Newton-Schulz with the published 1e-4 regulariser: close to the exact polar factor, not equal
     assert torch.allclose(lot(x), ref.lot_conv2d(x, lot.weight, lot.bias, iters=25), atol=1e-3)
     soc = perturbed(cs.nn.SOCConv2d(4, 6, 3).double().eval(), 0.1)
-    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=12), atol=1e-10)
+    vectors = [[getattr(soc, f"_u{i}").clone(), getattr(soc, f"_v{i}").clone()] for i in range(4)]
+    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=12, vectors=vectors), atol=1e-12)
+    # one training step each: the same power-iteration update on both sides
+    soc.train()
+    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=5, vectors=vectors, update=True),
+                          atol=1e-12)
     for mode in ("zeros", "circular"):
         aol = perturbed(cs.nn.AOLConv2d(4, 5, 3, padding_mode=mode).double())
         assert torch.allclose(aol(x), ref.aol_conv2d(x, aol.weight, aol.bias, mode), atol=1e-12)

@@ -10,6 +10,7 @@ batched matrix ops of ``linalg``,
 
 from __future__ import annotations
 
+import importlib.metadata
 import warnings
 
 import torch
@@ -21,7 +22,10 @@ from .lipschitz import lipschitz_bound, lipschitz_lower_bound, lipschitz_report,
 from .norms import spectral_norm
 from .spectrum import conv_svd, singular_values, symbol
 
-__version__ = "0.1.0"
+try:  # defined once, in pyproject.toml
+    __version__ = importlib.metadata.version("convspectra")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "symbol",

@@ -238,6 +238,12 @@ def lipschitz_main(argv) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="convspectra", description="Spectra of convolutional layers.")
+    if argv[:1] == ["--version"]:  # before the subcommands, which are required otherwise
+        import convspectra
+
+        print(f"convspectra {convspectra.__version__}")
+        return 0
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="microbenchmarks against the plain-PyTorch reference", add_help=False)
     sub.add_parser("spectrum", help="per-layer spectra of a model (or a ResNet-18-shaped demo)", add_help=False)

@@ -412,10 +412,10 @@ def _soc_conv(walker, layer: SOCConv2d, shape, out):
     h, w = H // layer.stride, W // layer.stride
     ell = spectral_norm(L, (max(h, k), max(w, k)), "zeros", "certified")
     bound = (1 + series_remainder(ell, layer.eval_terms)).to(L.dtype)
-    method = f"1 + series remainder after {layer.eval_terms} terms (certified ||L|| = {float(ell):.3g})"
+    method = f"1 + series remainder after {layer.eval_terms} terms (certified ||L|| = {float(ell.detach()):.3g})"
     if walker.verify:
         dense = _affine_dense_norm(layer, shape, out)
-        if dense is not None and float(dense) < float(bound):
+        if dense is not None and float(dense.detach()) < float(bound.detach()):
             return dense, "exact (dense operator)"
     return bound, method
 

@@ -259,12 +259,13 @@ def lot_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride: int = 1
 
 
 def soc_conv2d(x: torch.Tensor, M: torch.Tensor, out_channels: int, bias=None, stride: int = 1,
-               terms: int = 12) -> torch.Tensor:
+               terms: int = 12, vectors=None, update: bool = False) -> torch.Tensor:
     """The skew orthogonal convolution (Singla & Feizi 2021) as published code
     computes it: ``L = (M - M^T) / 2`` (channels swapped, taps flipped), scaled
     by 0.7 (1 for k = 1) over the smallest spectral norm of four reshapes of
-    ``L`` (``torch.linalg.matrix_norm(ord=2)``; the published code estimates
-    them by power iteration), then the series ``sum_{i <= terms} L^i x / i!``
+    ``L``: with ``vectors`` (four persistent ``[u, v]`` pairs, as published)
+    the estimates ``u^T A v``, after one power-iteration step on each pair
+    when ``update``; without, ``torch.linalg.matrix_norm(ord=2)``. Then the series ``sum_{i <= terms} L^i x / i!``
     by repeated zero-padded conv2d; inputs zero-padded to ``M``'s channels,
     the first ``out_channels`` kept."""
     if stride > 1:
@@ -273,7 +274,17 @@ def soc_conv2d(x: torch.Tensor, M: torch.Tensor, out_channels: int, bias=None, s
     c, _, kh, kw = L.shape
     reshapes = [L.permute(0, 2, 1, 3).reshape(c * kh, c * kw), L.permute(0, 3, 1, 2).reshape(c * kw, c * kh),
                 L.reshape(c, -1), L.transpose(0, 1).reshape(c, -1)]
-    sigma = torch.stack([torch.linalg.matrix_norm(A, ord=2) for A in reshapes]).min()
+    if vectors is None:
+        sigma = torch.stack([torch.linalg.matrix_norm(A, ord=2) for A in reshapes]).min()
+    else:
+        estimates = []
+        for A, (u, v) in zip(reshapes, vectors):
+            if update:
+                with torch.no_grad():
+                    v.copy_(F.normalize(A.detach().mT @ u, dim=0, eps=1e-12))
+                    u.copy_(F.normalize(A.detach() @ v, dim=0, eps=1e-12))
+            estimates.append(u.clone() @ A @ v.clone())
+        sigma = torch.stack(estimates).min()
     L = (0.7 if kh > 1 else 1.0) * L / sigma
     if x.shape[1] < c:
         x = F.pad(x, (0, 0, 0, 0, 0, c - x.shape[1]))

@@ -79,7 +79,9 @@ class _Published(nn.Module):
     def __init__(self, layer: nn.Module):
         super().__init__()
         self.layer = layer
-        self._u: dict = {}  # CPL's persistent power-iteration vector, per input shape
+        self._u: dict = {}  # CPL's and SOC's persistent power-iteration vectors
+        if isinstance(layer, cs.nn.SOCConv2d):  # its own copies, from the layer's start
+            self._u["soc"] = [[getattr(layer, f"_u{i}").clone(), getattr(layer, f"_v{i}").clone()] for i in range(4)]
 
     def forward(self, x):
         layer, ref = self.layer, cs.reference
@@ -90,7 +92,8 @@ class _Published(nn.Module):
         if isinstance(layer, cs.nn.LOTConv2d):
             return ref.lot_conv2d(x, layer.weight, layer.bias, layer.stride, layer.iters)
         if isinstance(layer, cs.nn.SOCConv2d):
-            return ref.soc_conv2d(x, layer.M, layer.out_channels, layer.bias, layer.stride, layer.series_terms())
+            return ref.soc_conv2d(x, layer.M, layer.out_channels, layer.bias, layer.stride, layer.series_terms(),
+                                  vectors=self._u["soc"], update=self.training)
         if isinstance(layer, cs.nn.AOLConv2d):
             return ref.aol_conv2d(x, layer.weight, layer.bias, layer.padding_mode)
         if isinstance(layer, cs.nn.SLLConv2d):

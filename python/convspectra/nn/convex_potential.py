@@ -69,7 +69,9 @@ class CPLConv2d(_ConvexPotentialConv2d):
     ``cs.spectral_norm(..., method="certified")`` (for circular padding, the
     exact norm), differentiable, recomputed every training step and cached
     per input size in eval mode. Maps ``channels`` to ``channels`` at the
-    same size, 1-Lipschitz by construction."""
+    same size, 1-Lipschitz by construction. The certified norm makes a
+    ConvNet-XS training step about 18 % slower than the published single
+    power-iteration step does (bench/NOTES.md, "The layer benchmark")."""
 
     def __init__(self, channels: int, inner_channels: int, kernel_size: int, bias: bool = True,
                  padding_mode: str = "zeros"):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _checks, linalg
+from .. import _checks
 from ._eval_cache import EvalCached
 
 __all__ = ["SOCConv2d"]
@@ -24,23 +24,25 @@ def skew_kernel(M: torch.Tensor) -> torch.Tensor:
     return 0.5 * (M - M.transpose(0, 1).flip(2, 3))
 
 
-def reshape_norm_bound(L: torch.Tensor) -> torch.Tensor:
-    """The smallest top singular value of L's four reshapes (c_out kh x c_in
-    kw, c_out kw x c_in kh, c_out x c_in kh kw, c_in x c_out kh kw): the
-    published rescaling, exact here instead of by persistent power iteration.
-    (Without the sqrt(kh kw) factor of Singla & Feizi's bound it is not an
-    upper bound of the operator norm; it only sets the series' scale.)"""
+def reshapes(L: torch.Tensor) -> list[torch.Tensor]:
+    """L's four reshapes (c_out kh x c_in kw, c_out kw x c_in kh, c_out x c_in
+    kh kw, c_in x c_out kh kw) whose smallest spectral norm scales the series."""
     c_out, c_in, kh, kw = L.shape
-    shapes = [L.permute(0, 2, 1, 3).reshape(c_out * kh, c_in * kw), L.permute(0, 3, 1, 2).reshape(c_out * kw, c_in * kh),
-              L.reshape(c_out, c_in * kh * kw), L.transpose(0, 1).reshape(c_in, c_out * kh * kw)]
-    return torch.stack([linalg.svdvals(A)[0] for A in shapes]).amin()
+    return [L.permute(0, 2, 1, 3).reshape(c_out * kh, c_in * kw), L.permute(0, 3, 1, 2).reshape(c_out * kw, c_in * kh),
+            L.reshape(c_out, c_in * kh * kw), L.transpose(0, 1).reshape(c_in, c_out * kh * kw)]
+
+
+# power-iteration steps on each reshape: at construction, and per training forward (as published)
+INIT_POWER_ITERS = 50
+TRAIN_POWER_ITERS = 1
 
 
 class SOCConv2d(EvalCached):
     """``y = exp(L) x + bias``, truncated: the exponential of the
     skew-symmetric zero-padded 'same' convolution with kernel
-    ``L = c (M - M^T) / (2 s)`` (``s`` from ``reshape_norm_bound``, ``c = 0.7``,
-    or 1 for k = 1), as the series ``sum_{i <= terms} L^i x / i!`` (``terms``
+    ``L = c (M - M^T) / (2 s)`` (``s`` the smallest of four reshapes' spectral
+    norms by persistent power iteration, 50 steps at construction and one per
+    training forward, as published; ``c = 0.7``, or 1 for k = 1), as the series ``sum_{i <= terms} L^i x / i!`` (``terms``
     in training, ``eval_terms`` in eval mode, 5 and 12 as published). The
     exact exponential is orthogonal; the truncated series deviates from it by
     at most ``sum_{i > terms} ||L||^i / i!`` (docs/math.md §14.7), which
@@ -70,15 +72,41 @@ class SOCConv2d(EvalCached):
         k = self.kernel_size
         self.M = nn.Parameter(torch.randn(c, c, k, k) / math.sqrt(c))
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if _checks.check_bool(bias, "bias") else None
+        # persistent power-iteration vectors of the four reshapes (buffers: saved, moved with the module)
+        for i, A in enumerate(reshapes(skew_kernel(self.M.detach()))):
+            self.register_buffer(f"_u{i}", nn.functional.normalize(torch.randn(A.shape[0]), dim=0))
+            self.register_buffer(f"_v{i}", nn.functional.normalize(torch.randn(A.shape[1]), dim=0))
+        self._power_steps(skew_kernel(self.M.detach()), INIT_POWER_ITERS)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"bias={self.bias is not None}, terms={self.terms}, eval_terms={self.eval_terms}")
 
+    @torch.no_grad()
+    def _power_steps(self, L: torch.Tensor, steps: int) -> None:
+        for i, A in enumerate(reshapes(L)):
+            u, v = getattr(self, f"_u{i}"), getattr(self, f"_v{i}")
+            A = A.to(u.dtype)
+            for _ in range(steps):
+                v.copy_(nn.functional.normalize(A.mT @ u, dim=0, eps=1e-12))
+                u.copy_(nn.functional.normalize(A @ v, dim=0, eps=1e-12))
+
+    def reshape_norm(self, L: torch.Tensor) -> torch.Tensor:
+        """The smallest of the four reshapes' power-iteration estimates u^T A v
+        (differentiable in L, the vectors held fixed). Without the sqrt(kh kw)
+        factor of Singla & Feizi's bound it is not an upper bound of the
+        operator norm: it only sets the series' scale."""
+        # clones: a later training forward updates the buffers in place, after autograd saved these
+        return torch.stack([getattr(self, f"_u{i}").to(L.dtype).clone() @ A @ getattr(self, f"_v{i}").to(L.dtype).clone()
+                            for i, A in enumerate(reshapes(L))]).amin()
+
     def skew_weight(self) -> torch.Tensor:
-        """The scaled skew kernel L of the series."""
+        """The scaled skew kernel L of the series; in training, one
+        power-iteration step per call first (as published)."""
         L = skew_kernel(self.M)
-        s = reshape_norm_bound(L)
+        if self.training:
+            self._power_steps(L.detach(), TRAIN_POWER_ITERS)
+        s = self.reshape_norm(L)
         c = SOC_CORRECTION if self.kernel_size > 1 else 1.0
         return c * L / torch.where(s > 0, s, torch.ones_like(s))
 

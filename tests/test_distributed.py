@@ -1,0 +1,93 @@
+"""Training convspectra layers with spectral_penalty under DistributedDataParallel
+(gloo, 2 processes on localhost): replicas stay identical, the layers stay
+orthogonal, and eval caches follow load_state_dict."""
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import convspectra as cs
+
+WORLD = 2
+TIME_LIMIT_S = 180
+
+
+def make_model():
+    torch.manual_seed(0)  # the same start on every rank
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), cs.nn.CayleyConv2d(4, 4, 3), cs.nn.MaxMin(),
+        cs.nn.BCOPConv2d(4, 8, 3, stride=2), cs.nn.GroupSort(2), nn.Flatten(), cs.nn.OrthogonalLinear(8 * 4, 3),
+    ).double()
+
+
+def _worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        model = make_model()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        g = torch.Generator().manual_seed(100 + rank)  # each rank its own data
+        for _ in range(4):
+            x = torch.randn(8, 1, 8, 8, generator=g, dtype=torch.float64)
+            y = torch.randint(0, 3, (8,), generator=g)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(ddp(x), y) + 0.01 * cs.nn.spectral_penalty(model, 8)
+            loss.backward()
+            opt.step()
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(WORLD)]
+        dist.all_gather(gathered, flat)
+        if rank == 0:
+            torch.save({"params": gathered, "state": model.state_dict(),
+                        "bound": float(cs.lipschitz_report(model, 8).rows[1].bound),
+                        "bcop": float(cs.lipschitz_report(model, 8).rows[3].bound)},
+                       os.path.join(out_dir, "result.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_training(tmp_path):
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + TIME_LIMIT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"DDP training did not finish within {TIME_LIMIT_S} s")
+    result = torch.load(tmp_path / "result.pt", weights_only=False)
+    first, second = result["params"]
+    assert torch.equal(first, second)  # replicas identical after every step
+    start = torch.cat([p.detach().flatten() for p in make_model().parameters()])
+    assert not torch.allclose(first, start)  # and they trained
+    assert result["bound"] == pytest.approx(1.0, abs=1e-10)  # the Cayley layer stayed orthogonal
+    assert result["bcop"] == pytest.approx(1.0, abs=1e-8)
+
+    # eval caches after load_state_dict: a fresh model in eval mode, used once (its caches filled),
+    # then loaded with the trained weights, must compute the trained model's function
+    trained = make_model()
+    trained.load_state_dict(result["state"])
+    fresh = make_model().eval()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        before = fresh(x)
+        fresh.load_state_dict(result["state"])
+        after = fresh(x)
+        expected = trained.eval()(x)
+    assert torch.allclose(after, expected, atol=1e-12) and not torch.allclose(before, after)
