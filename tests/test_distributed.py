@@ -22,7 +22,7 @@ def make_model():
     torch.manual_seed(0)  # the same start on every rank
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), cs.nn.CayleyConv2d(4, 4, 3), cs.nn.MaxMin(),
-        cs.nn.BCOPConv2d(4, 8, 3, stride=2), cs.nn.GroupSort(2), nn.Flatten(), cs.nn.OrthogonalLinear(8 * 4, 3),
+        cs.nn.BCOPConv2d(4, 8, 3, stride=2), cs.nn.GroupSort(2), nn.Flatten(), cs.nn.OrthogonalLinear(8 * 16, 3),
     ).double()
 
 
