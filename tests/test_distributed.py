@@ -2,6 +2,7 @@
 (gloo, 2 processes on localhost): replicas stay identical, the layers stay
 orthogonal, and eval caches follow load_state_dict."""
 
+import gc
 import os
 import socket
 import time
@@ -50,8 +51,15 @@ def _worker(rank, port, out_dir):
                         "bound": float(cs.lipschitz_report(model, 8).rows[1].bound),
                         "bcop": float(cs.lipschitz_report(model, 8).rows[3].bound)},
                        os.path.join(out_dir, "result.pt"))
+        # DDP's reducer holds the process group: drop it, and wait for the other rank, before tearing
+        # gloo down (its worker threads outliving the interpreter abort the process at exit)
+        del ddp, opt
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+    # success: leave without interpreter finalization, where a gloo thread still alive aborts the process
+    os._exit(0)
 
 
 def _free_port() -> int:

@@ -42,8 +42,9 @@ class SOCConv2d(EvalCached):
     skew-symmetric zero-padded 'same' convolution with kernel
     ``L = c (M - M^T) / (2 s)`` (``s`` the smallest of four reshapes' spectral
     norms by persistent power iteration, 50 steps at construction and one per
-    training forward, as published; ``c = 0.7``, or 1 for k = 1), as the series ``sum_{i <= terms} L^i x / i!`` (``terms``
-    in training, ``eval_terms`` in eval mode, 5 and 12 as published). The
+    training forward, as published; ``c = 0.7``, or 1 for k = 1), as the
+    series ``sum_{i <= terms} L^i x / i!`` (``terms`` in training,
+    ``eval_terms`` in eval mode, 5 and 12 as published). The
     exact exponential is orthogonal; the truncated series deviates from it by
     at most ``sum_{i > terms} ||L||^i / i!`` (docs/math.md §14.7), which
     ``cs.lipschitz_bound`` adds to 1 with a certified bound of ``||L||``.
