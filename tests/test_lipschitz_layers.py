@@ -260,3 +260,49 @@ def test_training_keeps_the_layer_1_lipschitz(make):
         assert norm <= 1 + 1e-8
     else:
         assert max_stretch(layer, (3, 6, 6), steps=60) <= 1 + 1e-6
+
+
+def test_lot_identity_start_for_even_and_strided_kernels():
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    assert torch.allclose(cs.nn.LOTConv2d(4, 4, 2).double()(x), x)
+    # stride 2, kernel 3: after the pixel unshuffle a 2x2 kernel, still started at the identity
+    y = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    assert torch.allclose(cs.nn.LOTConv2d(1, 4, 3, stride=2).double()(y), nn.functional.pixel_unshuffle(y, 2))
+
+
+@pytest.mark.parametrize("cls", [cs.nn.LOTConv2d, cs.nn.CayleyConv2d])
+def test_fourier_layers_fold_a_kernel_larger_than_the_input(cls):
+    # every tap acts (folded onto the grid), none is cropped away: moving the last tap changes the output
+    layer = perturbed(cls(2, 2, 5).double())
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    before = layer(x)
+    with torch.no_grad():
+        layer.weight[:, :, -1, -1] += 1.0
+    assert not torch.allclose(layer(x), before)
+    s = torch.linalg.svdvals(affine_operator(layer, 2, 3, 3))
+    assert torch.allclose(s, torch.ones_like(s), atol=1e-8)
+
+
+def test_float32_bounds_round_up():
+    from convspectra import lipschitz as lip
+
+    # SOC's certified series tail is below float32's resolution at 1: the bound must still exceed 1
+    layer = cs.nn.SOCConv2d(3, 3, 3).eval()
+    lip_dense = lip.DENSE_MAX_ENTRIES
+    try:
+        lip.DENSE_MAX_ENTRIES = 0
+        bound = cs.lipschitz_bound(layer, 6)
+    finally:
+        lip.DENSE_MAX_ENTRIES = lip_dense
+    assert bound.dtype == torch.float32 and float(bound) > 1.0
+    # the dense path's size guard counts the identity it builds, not only the matrix
+    assert lip._dense_norm(lambda x: x.flatten(1)[:, :10], (4096, 4, 4), (10,), torch.float32) is None
+
+
+def test_export_of_a_training_model_takes_the_eval_function():
+    model = nn.Sequential(cs.nn.SOCConv2d(2, 2, 3), cs.nn.MaxMin()).double()  # in training mode
+    plain = cs.nn.export(model, 5)
+    assert plain.training and model.training
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(x), model.eval()(x), atol=1e-12)

@@ -32,8 +32,9 @@ from .norms import spectral_norm
 __all__ = ["lipschitz_bound", "lipschitz_report", "register_lipschitz", "lipschitz_lower_bound", "LipschitzReport",
            "LipschitzRow"]
 
-# The exact norm of a layer from its dense matrix when that matrix has at most this many entries
-# (float64: 32 MiB) and its smaller side at most DENSE_MAX_SIDE (the SVD's cost).
+# The exact norm of a layer from its dense matrix when that matrix and the identity it is built
+# from each have at most this many entries (float64: 32 MiB) and its smaller side is at most
+# DENSE_MAX_SIDE (the SVD's cost).
 DENSE_MAX_ENTRIES = 2**22
 DENSE_MAX_SIDE = 2048
 
@@ -213,11 +214,16 @@ class _Walker:
         return self.tensor(b), out
 
     def tensor(self, b) -> torch.Tensor:
-        if isinstance(b, torch.Tensor):
-            return b.to(self.dtype).reshape(())
-        t = torch.tensor(float(b), dtype=self.dtype, device=self.device)
-        # a constant rounded to a narrower float must stay an upper bound: round up
-        return torch.nextafter(t, torch.full_like(t, math.inf)) if float(t) < float(b) else t
+        """b as a 0-dim tensor of the model's dtype, rounded up where that dtype
+        is narrower: a bound must stay a bound (the gradient passes through)."""
+        if not isinstance(b, torch.Tensor):
+            b = torch.tensor(float(b), dtype=torch.float64, device=self.device)
+        b = b.reshape(())
+        t = b.to(self.dtype)
+        if torch.finfo(t.dtype).eps > torch.finfo(b.dtype).eps:
+            below = (t.detach().to(b.dtype) < b.detach()).to(t.dtype)
+            t = t + below * (torch.nextafter(t.detach(), torch.full_like(t.detach(), math.inf)) - t.detach())
+        return t
 
     def add(self, name, module, shape, b, method):
         value = float(b.detach()) if isinstance(b, torch.Tensor) else float(b)
@@ -259,11 +265,11 @@ def _dense_norm(fn, shape, out, dtype) -> torch.Tensor | None:
     """The exact norm of the linear map fn from its dense matrix, in float64,
     or None when that matrix is too large."""
     n_in, n_out = math.prod(shape), math.prod(out)
-    if n_in * n_out > DENSE_MAX_ENTRIES or min(n_in, n_out) > DENSE_MAX_SIDE:
+    if n_in * max(n_in, n_out) > DENSE_MAX_ENTRIES or min(n_in, n_out) > DENSE_MAX_SIDE:
         return None
     eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *shape)
     matrix = fn(eye).reshape(n_in, n_out)  # row i: the image of basis vector i (the transposed matrix)
-    return linalg.svdvals(matrix).amax().to(dtype)
+    return linalg.svdvals(matrix).amax()  # float64: the walker rounds it up to the model's dtype
 
 
 def _conv2d(walker, conv: nn.Conv2d, shape, out):
@@ -337,7 +343,8 @@ def _leaky_relu(walker, m, shape, out):
 
 
 def _prelu(walker, m, shape, out):
-    return torch.maximum(m.weight.abs().amax(), torch.ones((), dtype=m.weight.dtype)), "exact (max |slope|)"
+    return torch.maximum(m.weight.abs().amax(), torch.ones((), dtype=m.weight.dtype, device=m.weight.device)), \
+        "exact (max |slope|)"
 
 
 def _elu(walker, m, shape, out):
@@ -411,7 +418,7 @@ def _soc_conv(walker, layer: SOCConv2d, shape, out):
     k = L.shape[-1]
     h, w = H // layer.stride, W // layer.stride
     ell = spectral_norm(L, (max(h, k), max(w, k)), "zeros", "certified")
-    bound = (1 + series_remainder(ell, layer.eval_terms)).to(L.dtype)
+    bound = 1 + series_remainder(ell, layer.eval_terms)  # float64: rounded up by the walker
     method = f"1 + series remainder after {layer.eval_terms} terms (certified ||L|| = {float(ell.detach()):.3g})"
     if walker.verify:
         dense = _affine_dense_norm(layer, shape, out)

@@ -147,6 +147,15 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     return torch.cat([M @ (eye - A), -2 * V @ M], -2)
 
 
+def _periodic(weight: torch.Tensor, H: int, W: int, centre: int) -> torch.Tensor:
+    """The kernel on the H x W torus, tap (i, j) added at ((i - centre) mod H, (j - centre) mod W)."""
+    out = weight.new_zeros(*weight.shape[:2], H, W)
+    for i in range(weight.shape[-2]):
+        for j in range(weight.shape[-1]):
+            out[:, :, (i - centre) % H, (j - centre) % W] += weight[:, :, i, j]
+    return out
+
+
 def cayley_conv2d(x: torch.Tensor, weight: torch.Tensor, alpha, bias=None, stride: int = 1) -> torch.Tensor:
     """The Cayley orthogonal convolution (Trockman & Kolter 2021) as published
     code computes it: pixel unshuffle for a stride, the full fft2 grid,
@@ -155,7 +164,7 @@ def cayley_conv2d(x: torch.Tensor, weight: torch.Tensor, alpha, bias=None, strid
         x = F.pixel_unshuffle(x, stride)
     H, W = x.shape[-2:]
     w = alpha * weight / weight.norm()
-    Q = cayley(torch.fft.fft2(w, s=(H, W)).permute(2, 3, 0, 1))  # (H, W, c_out, c_in)
+    Q = cayley(torch.fft.fft2(_periodic(w, H, W, 0)).permute(2, 3, 0, 1))  # (H, W, c_out, c_in)
     y = torch.fft.ifft2(torch.einsum("uvoi,biuv->bouv", Q, torch.fft.fft2(x))).real
     return y if bias is None else y + bias[:, None, None]
 
@@ -243,9 +252,8 @@ def lot_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride: int = 1
         x = F.pixel_unshuffle(x, stride)
     H, W = x.shape[-2:]
     k = weight.shape[-1]
-    centred = torch.roll(F.pad(weight, (0, max(0, W - k), 0, max(0, H - k))), (-((k - 1) // 2), -((k - 1) // 2)),
-                         (2, 3))
-    V = torch.fft.fft2(centred, s=(H, W)).permute(2, 3, 0, 1)  # (H, W, c_out, c_in)
+    centred = _periodic(weight, H, W, (k - 1) // 2)
+    V = torch.fft.fft2(centred).permute(2, 3, 0, 1)  # (H, W, c_out, c_in)
     eye = torch.eye(V.shape[-2], dtype=V.dtype, device=V.device)
     S = V @ V.mH + 1e-4 * eye
     nrm = torch.linalg.matrix_norm(S)[..., None, None] + 1e-4

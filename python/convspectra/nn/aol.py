@@ -32,7 +32,8 @@ class AOLConv2d(EvalCached):
     """A 1-Lipschitz 'same' convolution (stride 1) with the kernel
     ``aol_rescale(weight)``: ``padding_mode`` 'zeros' or 'circular'. The
     weight starts as an orthogonal matrix at the centre tap (on which the
-    rescaling is the identity); in eval mode the rescaled kernel is cached."""
+    rescaling is the identity when out_channels >= in_channels); in eval mode
+    the rescaled kernel is cached."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  padding_mode: str = "zeros"):

@@ -55,8 +55,11 @@ def export(model: nn.Module, input_size=None, in_channels: int | None = None) ->
     shape = _input_shape(model, input_size, in_channels)
     out = copy.deepcopy(model)
     shapes = _input_shapes(out, shape)
+    modes = {id(m): m.training for m in out.modules()}
+    out.eval()  # the plain layers take the eval-mode function (SOC's series and rescaling)
     with torch.no_grad():
-        return _replace(out, shapes, "")
+        exported = _replace(out, shapes, "", modes)
+    return exported
 
 
 def _input_shapes(model: nn.Module, shape) -> dict[int, tuple]:
@@ -88,16 +91,17 @@ def _input_shapes(model: nn.Module, shape) -> dict[int, tuple]:
     return seen
 
 
-def _replace(module: nn.Module, shapes, name) -> nn.Module:
+def _replace(module: nn.Module, shapes, name, modes) -> nn.Module:
     for child_name, child in list(module.named_children()):
-        module._modules[child_name] = _replace(child, shapes, f"{name}.{child_name}" if name else child_name)
+        module._modules[child_name] = _replace(child, shapes, f"{name}.{child_name}" if name else child_name, modes)
     if not isinstance(module, _TYPES):
+        module.training = modes.get(id(module), module.training)
         return module
     if id(module) not in shapes:
         raise ValueError(f"export: layer {name or 'model'} ({type(module).__name__}) did not run in the forward "
                          "pass, so its input size is unknown")
     plain = _PLAIN[type(module)](module, shapes[id(module)])
-    plain.train(module.training)
+    plain.train(modes[id(module)])
     return plain
 
 

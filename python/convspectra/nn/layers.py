@@ -61,6 +61,17 @@ class _OrthogonalConv2d(EvalCached):
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
 
 
+def kernel_on_grid(weight: torch.Tensor, H: int, W: int, centre: int = 0) -> torch.Tensor:
+    """The kernel as an H x W periodic array: tap t at offset (t - centre) mod
+    the size, taps that land on the same offset summed (a kernel larger than
+    the grid is folded, never cropped)."""
+    kh, kw = weight.shape[-2:]
+    rows = (torch.arange(kh, device=weight.device) - centre) % H
+    cols = (torch.arange(kw, device=weight.device) - centre) % W
+    grid = weight.new_zeros(*weight.shape[:2], H, kw).index_add(2, rows, weight)
+    return weight.new_zeros(*weight.shape[:2], H, W).index_add(3, cols, grid)
+
+
 class _FourierOrthogonalConv2d(_OrthogonalConv2d):
     """An orthogonal layer applied in the Fourier domain: per frequency of the
     input's rfft2 grid, ``y = irfft2(Q(w) rfft2(x)(w)) + bias`` with the
@@ -120,7 +131,7 @@ class CayleyConv2d(_FourierOrthogonalConv2d):
         unit = self.weight / torch.where(scale > 0, scale, torch.ones_like(scale))
         norm = unit.norm()
         w = self.alpha * unit / torch.where(norm > 0, norm, torch.ones_like(norm))
-        F = torch.fft.rfft2(w.to(dtype), s=(H, W)).permute(2, 3, 0, 1)
+        F = torch.fft.rfft2(kernel_on_grid(w.to(dtype), H, W)).permute(2, 3, 0, 1)
         return linalg.cayley(F.contiguous())
 
 
@@ -152,18 +163,18 @@ class LOTConv2d(_FourierOrthogonalConv2d):
         self.iters = _checks.int_in_range(iters, "iters", 1, linalg.MAX_BJORCK_ITERS)
         c_in, k = self._unshuffled
         self.weight = nn.Parameter(torch.empty(self.out_channels, c_in, k, k))
-        if self.out_channels == c_in:
-            nn.init.dirac_(self.weight)
+        if self.out_channels == c_in:  # a delta on the centre tap (k-1)//2, where the symbol is centred
+            with torch.no_grad():
+                self.weight.zero_()
+                self.weight[:, :, (k - 1) // 2, (k - 1) // 2] = torch.eye(c_in)
         else:
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         """The polar factors on the rfft2 grid: (H, W//2+1, out, in * stride^2)."""
         k = self.weight.shape[-1]
-        # the kernel centred on tap (k-1)//2, as conv2d(padding='same') centres it: the Dirac start is the identity
-        centred = torch.roll(nn.functional.pad(self.weight.to(dtype), (0, max(0, W - k), 0, max(0, H - k))),
-                             (-((k - 1) // 2), -((k - 1) // 2)), (2, 3))
-        F = torch.fft.rfft2(centred, s=(H, W)).permute(2, 3, 0, 1)
+        # centred on tap (k-1)//2, as conv2d(padding='same') centres it: the centred delta is the identity
+        F = torch.fft.rfft2(kernel_on_grid(self.weight.to(dtype), H, W, (k - 1) // 2)).permute(2, 3, 0, 1)
         return linalg.bjorck(F.contiguous(), self.iters)
 
 

@@ -152,5 +152,5 @@ def series_remainder(norm: torch.Tensor, terms: int) -> torch.Tensor:
     for i in range(terms + 1, terms + 61):
         term = term * x / i
         tail = tail + term
-    ratio = x / (terms + 62)  # every later term is at most this times the one before
+    ratio = x / (terms + 61)  # term is x^(T+60)/(T+60)!: every later one is at most this times the one before
     return tail + term * ratio / torch.clamp_min(1 - ratio, 1e-300)
