@@ -195,3 +195,14 @@ def test_runs_as_a_module_outside_the_checkout(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: convspectra bench") and "--quick" in out.stdout
+
+
+def test_summary_gives_the_geometric_mean_and_worst_case_per_family():
+    from convspectra.bench.run import summary
+
+    rows = [{"family": "a", "case": "x", "direction": "forward", "ratio": 4.0},
+            {"family": "a", "case": "y", "direction": "forward", "ratio": 1.0},
+            {"family": "b", "case": "z", "direction": "fwd+bwd", "ratio": 0.5}]
+    text = summary(rows)
+    assert "a: 2.00x over 2 cases; worst 1.00x (y forward)" in text
+    assert "b: 0.50x over 1 cases; worst 0.50x (z fwd+bwd)" in text

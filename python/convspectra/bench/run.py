@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 
 import torch
 
@@ -43,15 +45,36 @@ def main(argv=None) -> int:
     flop_rate = gemm_flop_rate(device) if any(c.flops for c in cases) else None
     meta = environment_info(device, args.quick, bandwidth, flop_rate)
     rows = []
-    for case in cases:
+    start = time.monotonic()
+    for i, case in enumerate(cases):
+        print(f"[{i + 1}/{len(cases)}] {case.family}: {case.name} {case.direction}", file=sys.stderr, end="",
+              flush=True)
         rows.append(run_case(case, device, min_run_time, cpu_memory, bandwidth, flop_rate))
-        print(f"  {case.name} {case.direction}: ratio {rows[-1]['ratio']:.2f}x", file=sys.stderr, flush=True)
+        elapsed = time.monotonic() - start
+        left = elapsed / (i + 1) * (len(cases) - i - 1)
+        print(f": ratio {rows[-1]['ratio']:.2f}x ({elapsed:.0f} s so far, about {left:.0f} s left)",
+              file=sys.stderr, flush=True)
         if args.json:  # after every case: a run cut short (a time cap) keeps what it measured
             write_json(args.json, meta, rows)
     print(f"convspectra bench: {meta['device_name']} ({device}), torch {meta['torch']}, rev {meta['git_revision']}")
     if flop_rate:
         print(f"%peak: of the measured float32 GEMM rate, {flop_rate / 1e9:.1f} GFLOP/s")
     print(format_table(rows))
+    print(summary(rows))
     if args.json:
         write_json(args.json, meta, rows)
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def summary(rows: list[dict]) -> str:
+    """Per family: the geometric mean of the ratios and the worst case."""
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        families.setdefault(r["family"], []).append(r)
+    lines = ["", "summary (ratio = reference time / convspectra time; geometric mean, worst case):"]
+    for family, rs in families.items():
+        worst = min(rs, key=lambda r: r["ratio"])
+        mean = math.exp(sum(math.log(r["ratio"]) for r in rs) / len(rs))
+        lines.append(f"  {family}: {mean:.2f}x over {len(rs)} cases; worst {worst['ratio']:.2f}x ({worst['case']} "
+                     f"{worst['direction']})")
+    return "\n".join(lines)
