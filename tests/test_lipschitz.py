@@ -309,3 +309,21 @@ def test_cli_prints_the_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "convspectra.cli", "lipschitz", str(path), "--input-size", "2", "4"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "C H W" in bad.stderr
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+def test_bounds_scale_with_the_weights(scale, padding_mode, monkeypatch):
+    # homogeneity: the bound of s * K is s times the bound of K, on the dense and the certified path
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode=padding_mode, bias=False).double()
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2).double())
+    for dense in (True, False):
+        if not dense:
+            monkeypatch.setattr(lip, "DENSE_MAX_ENTRIES", 0)
+        base = bound_of(model, 6)
+        with torch.no_grad():
+            conv.weight.mul_(scale)
+        scaled = bound_of(model, 6)
+        with torch.no_grad():
+            conv.weight.div_(scale)
+        assert scaled == pytest.approx(scale * base, rel=1e-9)

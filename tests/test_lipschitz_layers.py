@@ -225,10 +225,10 @@ def test_layers_match_the_published_recipes_in_reference():
     assert torch.allclose(lot(x), ref.lot_conv2d(x, lot.weight, lot.bias, iters=25), atol=1e-3)
     soc = perturbed(cs.nn.SOCConv2d(4, 6, 3).double().eval(), 0.1)
     vectors = [[getattr(soc, f"_u{i}").clone(), getattr(soc, f"_v{i}").clone()] for i in range(4)]
-    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=12, vectors=vectors), atol=1e-12)
+    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=12, vectors=vectors, steps=50), atol=1e-12)
     # one training step each: the same power-iteration update on both sides
     soc.train()
-    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=5, vectors=vectors, update=True),
+    assert torch.allclose(soc(x), ref.soc_conv2d(x, soc.M, 6, soc.bias, terms=5, vectors=vectors, steps=1),
                           atol=1e-12)
     for mode in ("zeros", "circular"):
         aol = perturbed(cs.nn.AOLConv2d(4, 5, 3, padding_mode=mode).double())
@@ -306,3 +306,41 @@ def test_export_of_a_training_model_takes_the_eval_function():
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(plain.eval()(x), model.eval()(x), atol=1e-12)
+
+
+LAYER_MAKERS = {
+    "lot": lambda: cs.nn.LOTConv2d(3, 3, 3), "soc": lambda: cs.nn.SOCConv2d(3, 3, 3),
+    "aol": lambda: cs.nn.AOLConv2d(3, 3, 3), "aol_circular": lambda: cs.nn.AOLConv2d(3, 3, 3, padding_mode="circular"),
+    "cpl": lambda: cs.nn.CPLConv2d(3, 3, 3), "sll": lambda: cs.nn.SLLConv2d(3, 3, 3),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYER_MAKERS))
+@pytest.mark.parametrize("kind", ["zero", "constant_scaled", "duplicated_filters", "rank_one", "identity", "box"])
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e30])
+def test_layers_on_structured_and_scaled_weights(name, kind, scale):
+    # weights set by hand (no re-initialisation of any internal state): the layer stays finite and
+    # 1-Lipschitz (SOC: within its eval series tail), and lipschitz_bound holds
+    layer = LAYER_MAKERS[name]().double().eval()
+    param = layer.M if name == "soc" else layer.weight
+    with torch.no_grad():
+        param.copy_(structured_kernel(kind, *param.shape[:2], param.shape[-1]) * scale)
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    y = layer(x)
+    assert torch.isfinite(y).all()
+    bound = float(cs.lipschitz_bound(layer, 6).detach())
+    if name in ("cpl", "sll"):
+        assert bound == 1.0 and max_stretch(layer, (3, 6, 6), trials=16, steps=30) <= 1 + 1e-6
+    else:
+        norm = float(torch.linalg.matrix_norm(affine_operator(layer, 3, 6, 6), 2))
+        assert norm <= bound * (1 + 1e-9) + 1e-12
+        assert norm <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("name", list(LAYER_MAKERS))
+def test_layers_take_an_empty_batch(name):
+    layer = LAYER_MAKERS[name]().double()
+    assert layer(torch.zeros(0, 3, 6, 6, dtype=torch.float64)).shape == (0, 3, 6, 6)
+    assert cs.nn.OrthogonalLinear(4, 3)(torch.zeros(0, 4)).shape == (0, 3)
+    assert cs.nn.GroupSort(3)(torch.zeros(0, 3, 2, 2)).shape == (0, 3, 2, 2)
+    assert cs.nn.MaxMin()(torch.zeros(0, 4)).shape == (0, 4)

@@ -267,13 +267,14 @@ def lot_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride: int = 1
 
 
 def soc_conv2d(x: torch.Tensor, M: torch.Tensor, out_channels: int, bias=None, stride: int = 1,
-               terms: int = 12, vectors=None, update: bool = False) -> torch.Tensor:
+               terms: int = 12, vectors=None, steps: int = 0) -> torch.Tensor:
     """The skew orthogonal convolution (Singla & Feizi 2021) as published code
     computes it: ``L = (M - M^T) / 2`` (channels swapped, taps flipped), scaled
     by 0.7 (1 for k = 1) over the smallest spectral norm of four reshapes of
     ``L``: with ``vectors`` (four persistent ``[u, v]`` pairs, as published)
-    the estimates ``u^T A v``, after one power-iteration step on each pair
-    when ``update``; without, ``torch.linalg.matrix_norm(ord=2)``. Then the series ``sum_{i <= terms} L^i x / i!``
+    the estimates ``|u^T A v|`` (at least ``||A||_F / sqrt(min side)``) after
+    ``steps`` power-iteration steps on each pair; without,
+    ``torch.linalg.matrix_norm(ord=2)``. Then the series ``sum_{i <= terms} L^i x / i!``
     by repeated zero-padded conv2d; inputs zero-padded to ``M``'s channels,
     the first ``out_channels`` kept."""
     if stride > 1:
@@ -287,11 +288,12 @@ def soc_conv2d(x: torch.Tensor, M: torch.Tensor, out_channels: int, bias=None, s
     else:
         estimates = []
         for A, (u, v) in zip(reshapes, vectors):
-            if update:
-                with torch.no_grad():
+            with torch.no_grad():
+                for _ in range(steps):
                     v.copy_(F.normalize(A.detach().mT @ u, dim=0, eps=1e-12))
                     u.copy_(F.normalize(A.detach() @ v, dim=0, eps=1e-12))
-            estimates.append(u.clone() @ A @ v.clone())
+            floor = torch.linalg.matrix_norm(A) / min(A.shape) ** 0.5
+            estimates.append(torch.maximum((u.clone() @ A @ v.clone()).abs(), floor))
         sigma = torch.stack(estimates).min()
     L = (0.7 if kh > 1 else 1.0) * L / sigma
     if x.shape[1] < c:

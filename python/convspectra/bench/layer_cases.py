@@ -93,7 +93,7 @@ class _Published(nn.Module):
             return ref.lot_conv2d(x, layer.weight, layer.bias, layer.stride, layer.iters)
         if isinstance(layer, cs.nn.SOCConv2d):
             return ref.soc_conv2d(x, layer.M, layer.out_channels, layer.bias, layer.stride, layer.series_terms(),
-                                  vectors=self._u["soc"], update=self.training)
+                                  vectors=self._u["soc"], steps=1 if self.training else 50)
         if isinstance(layer, cs.nn.AOLConv2d):
             return ref.aol_conv2d(x, layer.weight, layer.bias, layer.padding_mode)
         if isinstance(layer, cs.nn.SLLConv2d):

@@ -42,7 +42,8 @@ class SOCConv2d(EvalCached):
     skew-symmetric zero-padded 'same' convolution with kernel
     ``L = c (M - M^T) / (2 s)`` (``s`` the smallest of four reshapes' spectral
     norms by persistent power iteration, 50 steps at construction and one per
-    training forward, as published; ``c = 0.7``, or 1 for k = 1), as the
+    training forward as published, 50 when the eval-mode kernel is built;
+    ``c = 0.7``, or 1 for k = 1), as the
     series ``sum_{i <= terms} L^i x / i!`` (``terms`` in training,
     ``eval_terms`` in eval mode, 5 and 12 as published). The
     exact exponential is orthogonal; the truncated series deviates from it by
@@ -93,20 +94,27 @@ class SOCConv2d(EvalCached):
                 u.copy_(nn.functional.normalize(A @ v, dim=0, eps=1e-12))
 
     def reshape_norm(self, L: torch.Tensor) -> torch.Tensor:
-        """The smallest of the four reshapes' power-iteration estimates u^T A v
-        (differentiable in L, the vectors held fixed). Without the sqrt(kh kw)
-        factor of Singla & Feizi's bound it is not an upper bound of the
-        operator norm: it only sets the series' scale."""
-        # clones: a later training forward updates the buffers in place, after autograd saved these
-        return torch.stack([getattr(self, f"_u{i}").to(L.dtype).clone() @ A @ getattr(self, f"_v{i}").to(L.dtype).clone()
-                            for i, A in enumerate(reshapes(L))]).amin()
+        """The smallest of the four reshapes' power-iteration estimates
+        |u^T A v| (differentiable in L, the vectors held fixed), each at least
+        ||A||_F / sqrt(min side), a true lower bound of ||A||: stale vectors
+        (a weight set by hand) cannot make the scale collapse. Without the
+        sqrt(kh kw) factor of Singla & Feizi's bound it is not an upper bound
+        of the operator norm: it only sets the series' scale."""
+        estimates = []
+        for i, A in enumerate(reshapes(L)):
+            # clones: a later training forward updates the buffers in place, after autograd saved these
+            u, v = getattr(self, f"_u{i}").to(L.dtype).clone(), getattr(self, f"_v{i}").to(L.dtype).clone()
+            floor = torch.linalg.matrix_norm(A) / min(A.shape) ** 0.5
+            estimates.append(torch.maximum((u @ A @ v).abs(), floor))
+        return torch.stack(estimates).amin()
 
     def skew_weight(self) -> torch.Tensor:
-        """The scaled skew kernel L of the series; in training, one
-        power-iteration step per call first (as published)."""
+        """The scaled skew kernel L of the series: in training after one
+        power-iteration step per call (as published); otherwise (eval, export,
+        bounds) after INIT_POWER_ITERS steps from the stored vectors, so that
+        a weight loaded or set by hand is scaled by its own norms."""
         L = skew_kernel(self.M)
-        if self.training:
-            self._power_steps(L.detach(), TRAIN_POWER_ITERS)
+        self._power_steps(L.detach(), TRAIN_POWER_ITERS if self.training else INIT_POWER_ITERS)
         s = self.reshape_norm(L)
         c = SOC_CORRECTION if self.kernel_size > 1 else 1.0
         return c * L / torch.where(s > 0, s, torch.ones_like(s))
