@@ -45,3 +45,15 @@ def dense_layer_operator(layer, c_in: int, H: int, W: int) -> torch.Tensor:
     basis = torch.eye(n, dtype=torch.float64, device=next(layer.parameters()).device).reshape(n, c_in, H, W)
     with torch.no_grad():
         return layer(basis).reshape(n, -1).T
+
+
+def load_example(name: str):
+    """The module examples/<name>.py, loaded from its file (examples are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,23 +1,17 @@
 """examples/digits_lipschitz.py: the network is 1-Lipschitz, so its certificates hold."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_example
 
 pytest.importorskip("sklearn")
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_lipschitz.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("digits_lipschitz", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("digits_lipschitz")
 
 
 LAYERS = ["cayley", "bcop", "lot", "soc", "aol", "cpl", "sll"]

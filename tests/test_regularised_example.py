@@ -1,23 +1,16 @@
 """examples/regularised_resnet.py: its ResNet is bounded by cs.lipschitz_bound
 (Residual and BatchNorm included) and one short run trains."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import load_example
 
 pytest.importorskip("sklearn")
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "regularised_resnet.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("regularised_resnet", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("regularised_resnet")
 
 
 def test_resnet_bound_holds(example):

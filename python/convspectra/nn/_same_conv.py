@@ -9,6 +9,12 @@ import torch.nn.functional as F
 PADDING_MODES = ("zeros", "circular")
 
 
+def check_padding_mode(padding_mode) -> str:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
+
+
 def same_pads(kh: int, kw: int) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) of conv2d(padding='same')."""
     return ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)

@@ -8,7 +8,7 @@ from torch import nn
 
 from .. import _checks
 from ._eval_cache import EvalCached
-from ._same_conv import PADDING_MODES, conv_same
+from ._same_conv import check_padding_mode, conv_same
 
 __all__ = ["AOLConv2d", "aol_rescale"]
 
@@ -41,9 +41,7 @@ class AOLConv2d(EvalCached):
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
         self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.padding_mode = check_padding_mode(padding_mode)
         k = self.kernel_size
         self.weight = nn.Parameter(torch.zeros(self.out_channels, self.in_channels, k, k))
         with torch.no_grad():

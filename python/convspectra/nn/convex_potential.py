@@ -18,7 +18,7 @@ from torch import nn
 from .. import _checks
 from ..norms import spectral_norm
 from ._eval_cache import EvalCached
-from ._same_conv import PADDING_MODES, conv_same, conv_same_adjoint
+from ._same_conv import check_padding_mode, conv_same, conv_same_adjoint
 from .aol import _check_images
 from .layers import fold_kernel
 
@@ -31,9 +31,7 @@ class _ConvexPotentialConv2d(EvalCached):
         self.channels = _checks.positive_int(channels, "channels")
         self.inner_channels = _checks.positive_int(inner_channels, "inner_channels")
         self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.padding_mode = check_padding_mode(padding_mode)
         k = self.kernel_size
         self.weight = nn.Parameter(torch.empty(self.inner_channels, self.channels, k, k))
         nn.init.xavier_normal_(self.weight)

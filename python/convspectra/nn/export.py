@@ -16,6 +16,7 @@ from .aol import AOLConv2d
 from .convex_potential import CPLConv2d, SLLConv2d
 from .layers import BCOPConv2d, CayleyConv2d, LOTConv2d, bcop_kernel, fold_kernel
 from .linear import OrthogonalLinear
+from .penalty import record_input_shapes
 from .residual import Residual
 from .soc import SOCConv2d
 
@@ -69,26 +70,12 @@ def _input_shapes(model: nn.Module, shape) -> dict[int, tuple]:
     p = next(model.parameters(), None)
     x = torch.zeros(1, *shape, dtype=p.dtype if p is not None else torch.float32,
                     device=p.device if p is not None else None)
-    seen: dict[int, tuple] = {}
-
-    def record(module, args):
-        s = tuple(args[0].shape[1:])
-        if seen.setdefault(id(module), s) != s:
-            raise ValueError(f"export: {type(module).__name__} runs on inputs of shapes {seen[id(module)]} and {s}; "
-                             "a module used at two sizes cannot be exported to one plain layer")
-
-    hooks = [m.register_forward_pre_hook(record) for m in targets]
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
-    return seen
+    seen = record_input_shapes(model, targets, x)
+    for m in targets:
+        if len(seen.get(id(m), [])) > 1:
+            raise ValueError(f"export: {type(m).__name__} runs on inputs of shapes {seen[id(m)][0]} and "
+                             f"{seen[id(m)][1]}; a module used at two sizes cannot be exported to one plain layer")
+    return {key: shapes[0] for key, shapes in seen.items()}
 
 
 def _replace(module: nn.Module, shapes, name, modes) -> nn.Module:

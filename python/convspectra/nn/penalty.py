@@ -74,16 +74,25 @@ def _sharing_copy(module: nn.Module) -> nn.Module:
 
 
 def _record_sizes(module: nn.Module, convs, x: torch.Tensor) -> dict[int, tuple[int, int]]:
-    """{id(conv): (H, W)} of the inputs each conv sees in one eval-mode forward
-    of x, recorded only in the calling thread."""
-    sizes: dict[int, tuple[int, int]] = {}
+    """{id(conv): (H, W)} of the first input each conv sees in one eval-mode
+    forward of x, recorded only in the calling thread."""
+    return {key: shapes[0][-2:] for key, shapes in record_input_shapes(module, convs, x).items()}
+
+
+def record_input_shapes(module: nn.Module, targets, x: torch.Tensor) -> dict[int, list[tuple]]:
+    """{id(target): the distinct input shapes (without the batch) it sees, in
+    order} in one eval-mode forward of x without autograd, recorded only in
+    the calling thread; the module's train / eval flags are restored."""
+    shapes: dict[int, list[tuple]] = {}
     me = threading.get_ident()
 
-    def record(conv, args):  # returns None: a pre-hook's return value would replace the input
+    def record(target, args):  # returns None: a pre-hook's return value would replace the input
         if threading.get_ident() == me:
-            sizes.setdefault(id(conv), tuple(args[0].shape[-2:]))
+            seen = shapes.setdefault(id(target), [])
+            if tuple(args[0].shape[1:]) not in seen:
+                seen.append(tuple(args[0].shape[1:]))
 
-    hooks = [conv.register_forward_pre_hook(record) for conv in convs]
+    hooks = [t.register_forward_pre_hook(record) for t in targets]
     modes = {m: m.training for m in module.modules()}
     try:
         module.eval()
@@ -94,7 +103,7 @@ def _record_sizes(module: nn.Module, convs, x: torch.Tensor) -> dict[int, tuple[
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    return sizes
+    return shapes
 
 
 def effective_kernel(conv: nn.Conv2d, weight: torch.Tensor) -> torch.Tensor:
