@@ -4,10 +4,13 @@
 # RESULTS=1:         (make bench RESULTS=1, make bench-quick RESULTS=1) write the
 #                    JSON to bench/results/ instead, the committed tables
 # make test:         set up .venv, build, run the test suite
+# make wheel:        build dist/convspectra-*.whl against the .venv's torch (its
+#                    metadata pins that torch's minor version; scripts/check_wheel.sh
+#                    installs it into a fresh venv and smoke-tests it)
 PY := .venv/bin/python
 BENCH_OUT := $(if $(RESULTS),bench/results,bench/out)
 
-.PHONY: setup test bench bench-quick check-cuda clean
+.PHONY: setup test bench bench-quick wheel check-wheel check-cuda clean
 
 setup:
 	scripts/setup.sh
@@ -21,8 +24,14 @@ bench: setup
 bench-quick: setup
 	$(PY) -m convspectra.bench --quick --json $(BENCH_OUT)/quick-cpu.json
 
+wheel: setup
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+
+check-wheel: wheel
+	scripts/check_wheel.sh $(PY)
+
 check-cuda: setup
 	scripts/check_cuda.sh $(PY)
 
 clean:
-	rm -rf build .venv
+	rm -rf build dist .venv

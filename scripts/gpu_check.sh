@@ -39,6 +39,7 @@ fi
   nvidia-smi 2>&1 || true
   command -v compute-sanitizer || echo "compute-sanitizer: not found"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  "$PY" -c "import scikit_build_core; print('scikit-build-core', scikit_build_core.__version__)"  # pyproject needs >= 0.11
 } >"$OUT/env.txt" 2>&1
 
 if ! phase build "$BUILD_S" "$OUT/build.log" "$PY" -m pip install --no-build-isolation --no-deps -v .; then

@@ -75,13 +75,3 @@ def test_bench_and_info_commands(tmp_path, capsys):
         assert key in row
     assert row["ratio"] == pytest.approx(row["reference_ms"] / row["convspectra_ms"])
     assert row["ok"] and data["meta"]["torch"] == torch.__version__
-
-
-def test_version_is_defined_once(capsys):
-    import tomllib
-    from pathlib import Path
-
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    assert cs.__version__ == project["version"]
-    assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"convspectra {project['version']}"

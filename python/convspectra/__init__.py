@@ -51,7 +51,9 @@ def backend_info() -> dict:
     """What this install runs: whether the compiled library loaded, whether it
     has CUDA kernels, the instruction set its CPU kernels use ('default',
     'avx2' or 'avx512': the best this CPU and ATen's ``ATEN_CPU_CAPABILITY``
-    allow), and the torch it was built against and runs with."""
+    allow), the torch it was built against and runs with, and
+    ``torch_mismatch``: None, or why those two differ in a way that breaks the
+    compiled library's ABI (another torch minor version or CUDA major)."""
     info = _ops._build_info
     return {
         "compiled": _ops.COMPILED,
@@ -59,6 +61,7 @@ def backend_info() -> dict:
         "torch": torch.__version__,
         "built_with_torch": info.TORCH_VERSION if info else None,
         "built_with_cuda": (info.TORCH_CUDA_VERSION or None) if info else None,
+        "torch_mismatch": _ops.mismatch,
         "cuda_architectures": info.CUDA_ARCHITECTURES if (info and info.CUDA) else None,
         "cuda_available": torch.cuda.is_available(),
         "cpu_capability": torch.ops.convspectra._cpu_capability() if _ops.COMPILED else None,

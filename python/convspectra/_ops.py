@@ -31,6 +31,32 @@ MAX_GRAM_STEPS: int = _build_info.MAX_GRAM_STEPS
 MAX_BJORCK_ITERS: int = _build_info.MAX_BJORCK_ITERS
 MAX_JACOBI_SWEEPS: int = _build_info.MAX_JACOBI_SWEEPS
 
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def torch_mismatch(built_torch: str, built_cuda: str | None, torch_version: str, torch_cuda: str | None) -> str | None:
+    """Why the torch running now is not the one the library was compiled
+    against (another minor version, or CUDA where there was none, or another
+    CUDA major), or None. The wheel pins the torch minor version, so this only
+    happens when that pin was forced (``pip install --no-deps``, an older
+    ``pip install -e``)."""
+    problems = []
+    if _minor(built_torch) != _minor(torch_version):
+        problems.append(f"built against torch {built_torch}, running torch {torch_version}")
+    if bool(built_cuda) != bool(torch_cuda) or (built_cuda and built_cuda.split(".")[0] != torch_cuda.split(".")[0]):
+        problems.append(f"built against CUDA {built_cuda or 'none'}, running torch with CUDA {torch_cuda or 'none'}")
+    if not problems:
+        return None
+    return ("; ".join(problems) + ": reinstall convspectra against this torch "
+            "(pip install --no-build-isolation --force-reinstall .) or install the torch it was built for")
+
+
+mismatch = torch_mismatch(_build_info.TORCH_VERSION, _build_info.TORCH_CUDA_VERSION or None,
+                          torch.__version__, torch.version.cuda)
+
 load_error: str | None = None
 try:
     torch.ops.load_library(str(LIBRARY_PATH))
@@ -39,11 +65,14 @@ except (OSError, RuntimeError) as exc:  # missing file, ABI mismatch, unresolved
     COMPILED = False
     load_error = f"{type(exc).__name__}: {exc}"
     warnings.warn(
-        f"convspectra: the compiled library could not be loaded ({load_error}); "
-        "running on the plain-PyTorch reference (slower, more memory).",
+        f"convspectra: the compiled library could not be loaded ({load_error}"
+        + (f"; {mismatch}" if mismatch else "") + "); running on the plain-PyTorch reference (slower, more memory).",
         RuntimeWarning,
         stacklevel=2,
     )
+else:
+    if mismatch:  # it loaded, but a call may still crash on an ABI difference
+        warnings.warn(f"convspectra: {mismatch}", RuntimeWarning, stacklevel=2)
 
 CUDA_KERNELS = bool(COMPILED and _build_info.CUDA)
 

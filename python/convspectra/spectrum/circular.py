@@ -5,7 +5,10 @@ the zero-padding approximation (zero_padding.py)."""
 
 from __future__ import annotations
 
-import numpy
+try:  # optional (the 'numpy' extra): a leaner CPU argsort
+    import numpy
+except ImportError:
+    numpy = None
 import torch
 
 from .. import _autograd, _checks, linalg
@@ -111,8 +114,8 @@ class _SortedWithMultiplicity(torch.autograd.Function):
 def _argsort_descending(flat: torch.Tensor) -> torch.Tensor:
     """int32 indices sorting flat descending. On the CPU through numpy, whose
     argsort needs 3x its input where torch.sort needs 5x (values, int64
-    indices and as much again of scratch)."""
-    if flat.device.type == "cpu":
+    indices and as much again of scratch); torch.sort without numpy."""
+    if flat.device.type == "cpu" and numpy is not None:
         return torch.from_numpy(numpy.argsort(-flat.detach().numpy()).astype(numpy.int32))
     return flat.argsort(descending=True).to(torch.int32)
 
