@@ -1,6 +1,9 @@
-# make bench:        set up .venv, build, run the benchmark suite (the main job);
-#                    its JSON goes to bench/out/latest-cpu.json (git-ignored)
-# make bench-quick:  the same for the --quick subset: bench/out/quick-cpu.json
+# make bench:        set up .venv, build, run the benchmark suite (the main job):
+#                    the representative cases of every family, a few minutes on
+#                    2 cores, with progress and a closing summary; its JSON goes
+#                    to bench/out/latest-cpu.json (git-ignored)
+# FULL=1:            (make bench FULL=1) the whole grid instead, tens of minutes
+# make bench-quick:  the default cases with short timing: bench/out/quick-cpu.json
 # RESULTS=1:         (make bench RESULTS=1, make bench-quick RESULTS=1) write the
 #                    JSON to bench/results/ instead, the committed tables
 # make test:         set up .venv, build, run the test suite
@@ -19,7 +22,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m convspectra.bench --json $(BENCH_OUT)/latest-cpu.json
+	$(PY) -m convspectra.bench $(if $(FULL),--full) --json $(BENCH_OUT)/latest-cpu.json
 
 bench-quick: setup
 	$(PY) -m convspectra.bench --quick --json $(BENCH_OUT)/quick-cpu.json

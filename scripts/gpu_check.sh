@@ -72,7 +72,7 @@ fi
 phase bench-quick $((BENCH_S / 4)) "$OUT/bench.log" \
   "$PY" -m convspectra.bench --device cuda --quick --json "$OUT/bench_quick.json"
 phase bench $((BENCH_S * 3 / 4)) "$OUT/bench.log" \
-  "$PY" -m convspectra.bench --device cuda ${BENCH_ARGS:---min-run-time 0.1} --json "$OUT/bench_cuda.json"
+  "$PY" -m convspectra.bench --device cuda --full ${BENCH_ARGS:---min-run-time 0.1} --json "$OUT/bench_cuda.json"
 tail -60 "$OUT/bench.log"
 echo "== summary"
 cat "$summary"

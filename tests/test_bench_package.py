@@ -144,7 +144,7 @@ def test_json_is_written_after_every_case(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.run, "all_cases", lambda: [tiny_case("a", lambda x: 2 * x), tiny_case("b", fail)])
     path = tmp_path / "b.json"
     with pytest.raises(RuntimeError, match="cut short"):
-        bench.main(["--json", str(path), "--min-run-time", "0"])
+        bench.main(["--full", "--json", str(path), "--min-run-time", "0"])
     meta, rows = bench.read_json(path)
     assert [r["case"] for r in rows] == ["a"] and tuple(rows[0]) == bench.ROW_KEYS
     assert rows[0]["max_rel_diff"] == 0 and rows[0]["ok"] and rows[0]["ratio"] > 0
@@ -152,7 +152,7 @@ def test_json_is_written_after_every_case(tmp_path, monkeypatch):
 
 def test_a_result_off_the_reference_fails_the_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench.run, "all_cases", lambda: [tiny_case("a", lambda x: 2 * x + 1)])
-    assert bench.main(["--json", str(tmp_path / "b.json"), "--min-run-time", "0"]) == 1
+    assert bench.main(["--full", "--json", str(tmp_path / "b.json"), "--min-run-time", "0"]) == 1
     (r,) = bench.read_json(tmp_path / "b.json")[1]
     assert not r["ok"] and r["max_rel_diff"] == pytest.approx(3**0.5 / 20**0.5)
     assert "FAIL" in capsys.readouterr().out
@@ -177,6 +177,37 @@ def test_committed_results_stay_comparable(committed):
         assert tuple(r) == bench.ROW_KEYS
         assert (r["family"], r["case"], r["direction"], r["shape"]) in cases
     assert list(bench.environment_info("cpu", False, None)) == list(data["meta"])
+
+
+def test_the_default_run_is_the_representative_subset_and_full_the_grid(monkeypatch):
+    from convspectra.bench import run
+
+    seen = []  # the cases a run would measure, in order, as (family, name, direction, shape)
+    monkeypatch.setattr(run, "run_case", lambda case, *a, **k: seen.append(_key(case)) or _row(case))
+    monkeypatch.setattr(run, "copy_bandwidth", lambda device: None)
+    monkeypatch.setattr(run, "gemm_flop_rate", lambda device: None)
+    assert run.main([]) == 0
+    default = list(seen)
+    everything = [_key(c) for c in bench.all_cases() if c.default_on_cpu]
+    assert default == [_key(c) for c in bench.all_cases() if c.default_on_cpu and c.quick]
+    assert 0 < len(default) < len(everything)
+    seen.clear()
+    assert run.main(["--full"]) == 0
+    assert seen == everything
+    seen.clear()
+    assert run.main(["--family", "bjorck"]) == 0  # a family named: all of its cases
+    assert seen == [_key(c) for c in bench.all_cases() if "bjorck" in c.family.lower()] and len(seen) > 1
+    with pytest.raises(SystemExit):
+        run.main(["--full", "--quick"])
+
+
+def _key(case):
+    return case.family, case.name, case.direction, case.shape
+
+
+def _row(case):
+    return dict(zip(bench.ROW_KEYS, [case.family, case.name, case.direction, case.shape, "cpu", 1.0, 1.0, 1.0, 0, 0,
+                                     None, None, 0.0, True]))
 
 
 def test_quick_rows_have_the_keys_of_a_full_run(tmp_path):

@@ -22,7 +22,7 @@ class Case:
     ours: Callable[..., torch.Tensor]
     reference: Callable[..., torch.Tensor]
     bytes_moved: int  # the fewest bytes our kernel path must move (for GPU fractions)
-    quick: bool = False
+    quick: bool = False  # one of its family's representative cases: in a default (and --quick) run
     direction: str = "forward"  # "forward", "backward" (timed alone) or "fwd+bwd"
     tol: float = 1e-4  # largest accepted relative difference of the two results
     # the textbook count of real floating-point operations of our kernel's work

@@ -57,7 +57,7 @@ def environment_info(device, quick: bool, bandwidth: float | None, flop_rate: fl
         "git_revision": git_revision(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "quick": quick,
+        "quick": quick,  # the representative subset (a default or --quick run), not the whole grid
         "copy_bandwidth_bytes_per_s": bandwidth,
         "gemm_flops_per_s": flop_rate,  # measured float32 GEMM: the peak of "%peak"
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -22,7 +22,11 @@ def main(argv=None) -> int:
     """Runs the selected cases, prints the table; 0 if every result matched the
     reference within its tolerance, else 1."""
     p = argparse.ArgumentParser(prog="convspectra bench", description=DESCRIPTION)
-    p.add_argument("--quick", action="store_true", help="a small subset, well under a minute on a CPU")
+    p.add_argument("--full", action="store_true",
+                   help="every case of the grid (tens of minutes on a 2-core CPU); by default a run measures the "
+                        "representative cases of each family, a few minutes")
+    p.add_argument("--quick", action="store_true",
+                   help="the default cases with 0.2 s of timing each, about a minute on a CPU")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name or shape contains TEXT")
@@ -35,15 +39,20 @@ def main(argv=None) -> int:
         p.error("--device cuda: no CUDA device is available")
     if device.type not in ("cpu", "cuda"):
         p.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.full and args.quick:
+        p.error("--full and --quick exclude each other")
     min_run_time = args.min_run_time or (0.2 if args.quick else 1.0)
-    cases = select_cases(all_cases(), quick=args.quick, name=args.filter, family=args.family)
+    # --filter / --family pick from the whole grid (unless --quick): naming a
+    # family asks for all of its cases.
+    subset = args.quick or not (args.full or args.filter or args.family)
+    cases = select_cases(all_cases(), quick=subset, name=args.filter, family=args.family)
     if device.type == "cpu" and not (args.filter or args.family):
         cases = [c for c in cases if c.default_on_cpu]
 
     cpu_memory = ResidentPeakMemory()
     bandwidth = copy_bandwidth(device)
     flop_rate = gemm_flop_rate(device) if any(c.flops for c in cases) else None
-    meta = environment_info(device, args.quick, bandwidth, flop_rate)
+    meta = environment_info(device, subset, bandwidth, flop_rate)
     rows = []
     start = time.monotonic()
     for i, case in enumerate(cases):
