@@ -11,6 +11,7 @@ import numbers
 import torch
 
 REAL_DTYPES = (torch.float32, torch.float64)
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 MATRIX_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 PADDINGS = ("circular", "zeros")
 
@@ -20,7 +21,11 @@ def check_tensor(x, name: str, dtypes=REAL_DTYPES) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in dtypes:
         names = "/".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype {names}, got {x.dtype}")
+        hint = ""
+        if x.dtype in (torch.bfloat16, torch.float16) and torch.float32 in dtypes:
+            hint = (" (convspectra computes in float32: keep float32 parameters and inputs, and use torch.autocast "
+                    "for mixed precision)")
+        raise TypeError(f"{name} must have dtype {names}, got {x.dtype}{hint}")
 
 
 def check_weight(weight, name: str = "weight") -> None:

@@ -210,6 +210,15 @@ if COMPILED:
 
         torch.library.register_vmap(f"convspectra::{name}", rule)
 
-    for _name, _n in (("svdvals", 1), ("svd", 3), ("gram_bound", 1), ("cayley", 2), ("cayley_backward", 1),
-                      ("bjorck", 1), ("bjorck_backward", 1)):
+    # every tensor op, with its number of outputs
+    _TENSOR_OPS = (("svdvals", 1), ("svd", 3), ("gram_bound", 1), ("cayley", 2), ("cayley_backward", 1),
+                   ("bjorck", 1), ("bjorck_backward", 1))
+    for _name, _n in _TENSOR_OPS:
         _batch_rule(_name, _n)
+
+    # Under torch.autocast the ops compute in float32 (complex and float64
+    # inputs are left as they are), as autocast runs torch.linalg: a bfloat16 /
+    # float16 matrix reaching an op directly is upcast instead of refused.
+    for _name, _ in _TENSOR_OPS:
+        for _device in ("cpu", "cuda"):
+            torch.library.register_autocast(f"convspectra::{_name}", _device, torch.float32)

@@ -12,6 +12,14 @@ The switches are process-global: they are turned off for the duration of a
 call and restored after it. Under torch.compile nothing is changed (a traced
 graph cannot set them; the compiled products follow
 ``torch.set_float32_matmul_precision``).
+
+Mixed precision (``torch.autocast``) is met the same way: the spectra, norms,
+orthogonalisations and every layer's map are computed in float32 / complex64
+with autocast off (an orthogonal kernel built from bfloat16 products would be
+orthogonal only to 1e-2, and no certificate would hold), from inputs that
+autocast left in bfloat16 / float16 upcast to float32. Functions return
+float32 (float64 for float64 inputs), like torch.linalg under autocast; layers
+return the autocast dtype, like nn.Conv2d, rounding their float32 result once.
 """
 
 from __future__ import annotations
@@ -22,33 +30,73 @@ import functools
 import torch
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def autocast_on() -> bool:
+    return any(torch.is_autocast_enabled(d) for d in AUTOCAST_DEVICES)
+
+
+def upcast(value):
+    """value, with a bfloat16 / float16 tensor made float32 if autocast is on
+    for its device (what autocast does to the inputs of torch.linalg); any
+    other value unchanged."""
+    if isinstance(value, torch.Tensor) and value.dtype in LOW_PRECISION and torch.is_autocast_enabled(
+            value.device.type):
+        return value.float()
+    return value
+
+
 @contextlib.contextmanager
 def full_float32():
-    """TF32 off for cuBLAS and cuDNN while the block runs."""
+    """TF32 off for cuBLAS and cuDNN, and autocast off, while the block runs."""
     if torch.compiler.is_compiling():
         yield
         return
-    saved = (torch._C._get_cublas_allow_tf32(), torch._C._get_cudnn_allow_tf32())
-    if not any(saved):
+    with contextlib.ExitStack() as stack:
+        if autocast_on():
+            for device in AUTOCAST_DEVICES:
+                stack.enter_context(torch.autocast(device, enabled=False))
+        saved = (torch._C._get_cublas_allow_tf32(), torch._C._get_cudnn_allow_tf32())
+        if any(saved):
+            torch._C._set_cublas_allow_tf32(False)
+            torch._C._set_cudnn_allow_tf32(False)
+            stack.callback(torch._C._set_cudnn_allow_tf32, saved[1])
+            stack.callback(torch._C._set_cublas_allow_tf32, saved[0])
         yield
-        return
-    torch._C._set_cublas_allow_tf32(False)
-    torch._C._set_cudnn_allow_tf32(False)
-    try:
-        yield
-    finally:
-        torch._C._set_cublas_allow_tf32(saved[0])
-        torch._C._set_cudnn_allow_tf32(saved[1])
 
 
 def in_full_float32(fn):
-    """fn, run under full_float32()."""
+    """fn, run under full_float32(), its low-precision tensor arguments upcast
+    first (upcast)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if torch.compiler.is_compiling():  # a constant to Dynamo: no context manager is traced
             return fn(*args, **kwargs)
+        if autocast_on():
+            args = tuple(upcast(a) for a in args)
+            kwargs = {k: upcast(v) for k, v in kwargs.items()}
         with full_float32():
             return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def autocast_layer(forward):
+    """A layer's forward under autocast: computed in float32 (input upcast,
+    autocast off inside), returned in the autocast dtype of the input's device,
+    as nn.Conv2d returns it. Without autocast: forward itself."""
+
+    @functools.wraps(forward)
+    def wrapper(self, x, *args, **kwargs):
+        if torch.compiler.is_compiling() or not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(
+                x.device.type):
+            return forward(self, x, *args, **kwargs)
+        dtype = torch.get_autocast_dtype(x.device.type)
+        with full_float32():
+            y = forward(self, x.float() if x.dtype in LOW_PRECISION else x, *args, **kwargs)
+        return y.to(dtype) if y.is_floating_point() and y.dtype != torch.float64 else y
 
     return wrapper

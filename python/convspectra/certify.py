@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import _checks
+from ._precision import in_full_float32
 from .lipschitz import lipschitz_bound
 from .nn.losses import margins
 
@@ -43,6 +44,7 @@ def certified_radius(logits: torch.Tensor, lipschitz, labels: torch.Tensor | Non
 
 
 @torch.no_grad()
+@in_full_float32
 def certified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, lipschitz=None, *,
                        batch_size: int = 1024) -> float:
     """The fraction of samples that are classified correctly and certified at
@@ -77,6 +79,7 @@ def certified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     return certified / x.shape[0]
 
 
+@in_full_float32
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 50,
            step_size: float | None = None, *, restarts: int = 1, seed: int = 0) -> torch.Tensor:
     """A projected-gradient attack in the L2 ball of radius ``eps`` around

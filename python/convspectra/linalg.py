@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from . import _autograd, _checks, _ops
-from ._precision import full_float32
+from ._precision import full_float32, in_full_float32
 
 __all__ = ["svdvals", "svd", "gram_bound", "cayley", "bjorck"]
 
@@ -49,6 +49,7 @@ def _fallback(name: str, *args):
         return getattr(reference, name)(*args)
 
 
+@in_full_float32
 def svdvals(A: torch.Tensor) -> torch.Tensor:
     """Singular values of a batch of ``(..., m, n)`` real or complex matrices,
     descending, shape ``(..., min(m, n))``, real dtype. Differentiable: the
@@ -65,6 +66,7 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(A)
 
 
+@in_full_float32
 def svd(A: torch.Tensor):
     """Reduced SVD ``A = U diag(S) Vh`` of a batch of ``(..., m, n)`` matrices:
     U ``(..., m, k)``, S ``(..., k)`` descending, Vh ``(..., k, n)``,
@@ -79,6 +81,7 @@ def svd(A: torch.Tensor):
     return torch.linalg.svd(A, full_matrices=False)
 
 
+@in_full_float32
 def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
     """An upper bound of the spectral norm of each of a batch of ``(..., m, n)``
     matrices by Gram iteration (Delattre et al. 2023, docs/math.md §8): shape
@@ -94,6 +97,7 @@ def gram_bound(A: torch.Tensor, steps: int = 10) -> torch.Tensor:
     return _fallback("gram_bound", A, steps)
 
 
+@in_full_float32
 def cayley(W: torch.Tensor) -> torch.Tensor:
     """Batched Cayley map of ``(..., m, n)`` real or complex matrices (docs/math.md §5).
 
@@ -114,6 +118,7 @@ def cayley(W: torch.Tensor) -> torch.Tensor:
     return _fallback("cayley", W)
 
 
+@in_full_float32
 def bjorck(W: torch.Tensor, iters: int = 20) -> torch.Tensor:
     """Bjorck orthogonalisation of a batch of ``(..., m, n)`` real or complex
     matrices (docs/math.md §6): tends to the orthogonal polar factor of each ``W``

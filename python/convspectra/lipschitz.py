@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import _checks, linalg
+from ._precision import in_full_float32
 from .nn.activations import GroupSort, MaxMin
 from .nn.aol import AOLConv2d
 from .nn.convex_potential import CPLConv2d, SLLConv2d
@@ -85,6 +86,7 @@ def register_lipschitz(module_type: type, fn: Callable) -> None:
     _registered[module_type] = fn
 
 
+@in_full_float32
 def lipschitz_bound(model: nn.Module, input_size=None, in_channels: int | None = None, *,
                     verify: bool = True) -> torch.Tensor:
     """A certified upper bound of the L2 Lipschitz constant of ``model`` (in
@@ -104,6 +106,7 @@ def lipschitz_bound(model: nn.Module, input_size=None, in_channels: int | None =
     return _walk(model, input_size, in_channels, verify)[0]
 
 
+@in_full_float32
 def lipschitz_report(model: nn.Module, input_size=None, in_channels: int | None = None, *,
                      verify: bool = True) -> LipschitzReport:
     """The per-layer table behind ``lipschitz_bound`` (name, type, input
@@ -474,6 +477,7 @@ _RULES: dict[type, Callable] = {
 }
 
 
+@in_full_float32
 def lipschitz_lower_bound(model: nn.Module, x: torch.Tensor, iters: int = 50, *, seed: int = 0) -> torch.Tensor:
     """A lower bound of the Lipschitz constant of ``model`` (eval mode): the
     largest spectral norm of the Jacobian found at the points ``x`` (a

@@ -13,7 +13,7 @@ __all__ = ["MaxMin", "GroupSort"]
 
 
 def _channels(x: torch.Tensor, group_size: int, who: str) -> int:
-    _checks.check_tensor(x, "x")
+    _checks.check_tensor(x, "x", _checks.FLOAT_DTYPES)  # a sort: exact in any float dtype
     if x.dim() < 2:
         raise ValueError(f"{who}: x must have a channel dimension (batch, channels, ...), got shape {tuple(x.shape)}")
     c = x.shape[1]

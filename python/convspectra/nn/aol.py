@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
+from .._precision import autocast_layer
 from ._eval_cache import EvalCached
 from ._same_conv import check_padding_mode, conv_same
 
@@ -55,6 +56,7 @@ class AOLConv2d(EvalCached):
     def rescaled_weight(self) -> torch.Tensor:
         return aol_rescale(self.weight)
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x, self.in_channels)
         weight = self._cached((x.device,), self.rescaled_weight)

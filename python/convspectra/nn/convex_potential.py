@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import _checks
+from .._precision import autocast_layer
 from ..norms import spectral_norm
 from ._eval_cache import EvalCached
 from ._same_conv import check_padding_mode, conv_same, conv_same_adjoint
@@ -87,6 +88,7 @@ class CPLConv2d(_ConvexPotentialConv2d):
         h2 = self.weight_norm(H, W).square()
         return torch.where(h2 > 0, 2 / torch.where(h2 > 0, h2, torch.ones_like(h2)), torch.zeros_like(h2))
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x, self.channels)
         H, W = x.shape[-2:]
@@ -118,6 +120,7 @@ class SLLConv2d(_ConvexPotentialConv2d):
         T = (gram * q[None, :]).sum(1) / q
         return torch.where(T > 0, 1 / torch.where(T > 0, T, torch.ones_like(T)), torch.zeros_like(T))
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x, self.channels)
         t = self._cached((x.device,), self.inverse_t)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import _checks, linalg
+from .._precision import autocast_layer, in_full_float32
 from ._eval_cache import EvalCached
 
 __all__ = ["CayleyConv2d", "LOTConv2d", "BCOPConv2d", "bcop_kernel", "circular_conv2d"]
@@ -80,6 +81,7 @@ class _FourierOrthogonalConv2d(_OrthogonalConv2d):
     def _frequency_matrices(self, H: int, W: int, dtype) -> torch.Tensor:
         raise NotImplementedError
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare_input(x)
         n = x.shape[0]
@@ -179,6 +181,7 @@ class LOTConv2d(_FourierOrthogonalConv2d):
 
 
 
+@in_full_float32
 def bcop_kernel(matrices: torch.Tensor, out_channels: int, in_channels: int, iters: int = 20) -> torch.Tensor:
     """The BCOP kernel (Li et al. 2019, docs/math.md §6.2): an ``(out, in, k, k)`` conv
     weight that is orthogonal as a circular convolution, from ``2(k-1)+1``
@@ -313,6 +316,7 @@ class BCOPConv2d(_OrthogonalConv2d):
                               f"{self.bjorck_iters}); the layer is not orthogonal", RuntimeWarning, stacklevel=3)
         return weight
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare_input(x)
         weight = self._cached((x.device,), self._eval_weight)

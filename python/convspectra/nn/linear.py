@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import _checks, linalg
+from .._precision import autocast_layer
 from ._eval_cache import EvalCached
 
 __all__ = ["OrthogonalLinear"]
@@ -51,6 +52,7 @@ class OrthogonalLinear(EvalCached):
             return linalg.cayley(self.weight)
         return linalg.bjorck(self.weight, self.bjorck_iters)
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _checks.check_tensor(x, "x")
         if x.dim() < 1 or x.shape[-1] != self.in_features:

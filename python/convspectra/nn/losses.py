@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import _checks
+from .._precision import upcast
 
 __all__ = ["OffsetCrossEntropy", "MarginHingeLoss", "margins"]
 
@@ -47,6 +48,7 @@ class OffsetCrossEntropy(nn.Module):
         return f"offset={self.offset:g}, temperature={self.temperature:g}"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = upcast(logits)  # float32 under autocast, as cross_entropy computes
         _check_logits(logits, target)
         shifted = logits.scatter_add(1, target[:, None], logits.new_full((logits.shape[0], 1), -self.offset))
         return self.temperature * nn.functional.cross_entropy(shifted / self.temperature, target,
@@ -67,7 +69,7 @@ class MarginHingeLoss(nn.Module):
         return f"margin={self.margin:g}"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = torch.relu(self.margin - margins(logits, target))
+        loss = torch.relu(self.margin - margins(upcast(logits), target))
         return loss if self.reduction == "none" else getattr(loss, self.reduction)()
 
 

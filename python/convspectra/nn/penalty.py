@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import _checks
+from .._precision import in_full_float32
 from ..norms import NORM_METHODS, check_norm_options, spectral_norm, zero_padded_norm
 from .layers import fold_kernel
 
@@ -166,6 +167,7 @@ def conv_layer_norm(conv: nn.Conv2d, H: int, W: int, method: str, norm_kwargs) -
     return norm
 
 
+@in_full_float32
 def spectral_penalty(
     module: nn.Module,
     input_size,

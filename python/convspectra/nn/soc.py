@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
+from .._precision import autocast_layer
 from ._eval_cache import EvalCached
 
 __all__ = ["SOCConv2d"]
@@ -122,6 +123,7 @@ class SOCConv2d(EvalCached):
     def series_terms(self) -> int:
         return self.terms if self.training else self.eval_terms
 
+    @autocast_layer
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _checks.check_tensor(x, "x")
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -18,6 +18,8 @@ from .zero_padding import zero_padded_spectrum
 
 __all__ = ["symbol", "singular_values", "conv_svd"]
 
+
+@in_full_float32
 def symbol(weight: torch.Tensor, input_size) -> torch.Tensor:
     """The multi-channel symbol on the full DFT grid, complex ``(H, W, c_out, c_in)``:
     ``torch.fft.fft2(weight, s=(H, W)).permute(2, 3, 0, 1)`` (docs/math.md §2).
