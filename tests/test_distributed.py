@@ -99,3 +99,56 @@ def test_ddp_training(tmp_path):
         after = fresh(x)
         expected = trained.eval()(x)
     assert torch.allclose(after, expected, atol=1e-12) and not torch.allclose(before, after)
+
+
+def test_spectrum_command_splits_the_layers_across_torchrun_processes(tmp_path):
+    """`convspectra spectrum` with torchrun's variables (RANK, WORLD_SIZE, ...)
+    in 2 processes: each analyses a share of the layers, rank 0 prints the
+    table, and its rows are those of a one-process run, in the model's order."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("tqdm")
+    command = [sys.executable, "-m", "convspectra.cli", "spectrum", "--input-size", "16", "16"]
+    single = subprocess.run(command + ["--json", str(tmp_path / "one.json")], capture_output=True, text=True,
+                            timeout=TIME_LIMIT_S)
+    assert single.returncode == 0, single.stderr
+    port = _free_port()
+    procs = []
+    for rank in range(WORLD):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(command + ["--json", str(tmp_path / f"rank{rank}.json")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=TIME_LIMIT_S))
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0] * WORLD, [o[1][-2000:] for o in outs]
+    assert "rank 0: layers" in outs[0][1] and "rank 1: layers" in outs[1][1]  # each did a share
+    assert outs[1][0] == "" and not (tmp_path / "rank1.json").exists()  # only rank 0 reports
+    one = json.loads((tmp_path / "one.json").read_text())
+    split = json.loads((tmp_path / "rank0.json").read_text())
+    assert [r["name"] for r in split] == [r["name"] for r in one] and len(one) == 17
+    for a, b in zip(split, one):
+        for key in ("shape", "stride", "input", "circular", "zeros_approx", "certified", "gram"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), (a["name"], key)
+
+
+def test_the_split_balances_the_cost_and_covers_every_layer_once():
+    from convspectra import cli
+
+    layers, sizes = cli._load_model(None, (32, 32), None)
+    shares = [cli._share(layers, sizes, r, 3) for r in range(3)]
+    assert sorted(i for s in shares for i in s) == list(range(len(layers)))
+
+    def cost(share):
+        return sum(sizes[layers[i][1]][0] * sizes[layers[i][1]][1] * layers[i][1].weight.shape[0]
+                   * layers[i][1].weight.shape[1] * min(layers[i][1].weight.shape[:2]) for i in share)
+
+    costs = [cost(s) for s in shares]
+    assert max(costs) <= 1.5 * min(costs)  # the greedy split of 17 layers over 3 ranks

@@ -10,7 +10,7 @@ import time
 
 def resnet18_demo():
     """A ResNet-18-shaped stack of randomly initialised convs (main path only,
-    residual additions and downsample shortcuts left out)."""
+    residual additions and downsample shortcuts left out), seeded."""
     from torch import nn
 
     layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.ReLU(),
@@ -23,9 +23,13 @@ def resnet18_demo():
                        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU()]
             c = width
     model = nn.Sequential(*layers)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    import torch
+
+    with torch.random.fork_rng():  # the same demo every run, and on every rank of a split one
+        torch.manual_seed(0)
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     return model
 
 
@@ -142,11 +146,55 @@ def _fmt(x):
     return "-" if x is None else f"{x:.4f}"
 
 
+def _distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun (its RANK / WORLD_SIZE variables, a
+    gloo process group started here), else (0, 1)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _share(layers, sizes, rank: int, world: int) -> list[int]:
+    """The indices of the layers this rank analyses: the costliest layer first
+    to the least loaded rank (cost: frequencies x c_out x c_in x min(c_out, c_in),
+    the per-frequency SVDs), the same split on every rank."""
+    def cost(i):
+        conv = layers[i][1]
+        H, W = sizes[conv]
+        c_out, c_in = conv.weight.shape[:2]
+        return H * W * c_out * c_in * min(c_out, c_in)
+
+    load, owner = [0] * world, {}
+    for i in sorted(range(len(layers)), key=lambda i: (-cost(i), i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += cost(i)
+    return [i for i in range(len(layers)) if owner[i] == rank]
+
+
+def _gather_rows(rows: dict, rank: int, world: int) -> dict:
+    """Every rank's rows on rank 0 (an empty dict elsewhere); the process group ends."""
+    import torch.distributed as dist
+
+    gathered = [None] * world if rank == 0 else None
+    dist.gather_object(rows, gathered, dst=0)
+    dist.destroy_process_group()
+    return {i: r for part in gathered for i, r in part.items()} if rank == 0 else {}
+
+
 def spectrum_main(argv) -> int:
     p = argparse.ArgumentParser(
         prog="convspectra spectrum",
         description="Per-layer spectra of a model's Conv2d layers: exact circular norm, zero-padding "
-        "approximation, certified and Gram bounds.",
+        "approximation, certified and Gram bounds. Under torchrun (torchrun --nproc-per-node N -m "
+        "convspectra.cli spectrum ...) the layers are split across the processes and rank 0 prints the table.",
     )
     p.add_argument("model", nargs="?", help="a torch.save'd nn.Module or state dict (default: a ResNet-18-shaped demo)")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="the model's input size (default 224 224)")
@@ -162,11 +210,18 @@ def spectrum_main(argv) -> int:
         p.error("--input-size must be positive")
 
     layers, sizes = _load_model(args.model, args.input_size, args.in_channels)
-    rows = []
-    for name, conv in tqdm(layers, desc="layers", unit="layer", file=sys.stderr):
-        row = _analyse(conv, sizes[conv], plot=bool(args.plot))
-        row["name"] = name
-        rows.append(row)
+    rank, world = _distributed_rank_world()
+    mine = _share(layers, sizes, rank, world)
+    rows = {}
+    for i in tqdm(mine, desc="layers" if world == 1 else f"rank {rank}: layers", unit="layer", file=sys.stderr):
+        name, conv = layers[i]
+        rows[i] = _analyse(conv, sizes[conv], plot=bool(args.plot))
+        rows[i]["name"] = name
+    if world > 1:
+        rows = _gather_rows(rows, rank, world)
+        if rank != 0:
+            return 0
+    rows = [rows[i] for i in range(len(layers))]
     head = ["layer", "shape", "stride", "input", "padding", "circular", "zeros approx", "certified", "gram", "time s"]
     body = [[r["name"], r["shape"], str(r["stride"]), r["input"], r["padding"], _fmt(r["circular"]),
              _fmt(r["zeros_approx"]), _fmt(r["certified"]), _fmt(r["gram"]), f"{r['seconds']:.2f}"] for r in rows]
