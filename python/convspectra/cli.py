@@ -11,6 +11,7 @@ import time
 def resnet18_demo():
     """A ResNet-18-shaped stack of randomly initialised convs (main path only,
     residual additions and downsample shortcuts left out), seeded."""
+    import torch
     from torch import nn
 
     layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.ReLU(),
@@ -23,9 +24,7 @@ def resnet18_demo():
                        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU()]
             c = width
     model = nn.Sequential(*layers)
-    import torch
-
-    with torch.random.fork_rng():  # the same demo every run, and on every rank of a split one
+    with torch.random.fork_rng(devices=[]):  # the same demo every run, and on every rank of a split one
         torch.manual_seed(0)
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
