@@ -163,3 +163,13 @@ def test_penalty_checks_the_norm_arguments_for_every_layer():
     assert torch.equal(cs.nn.spectral_penalty(conv, (6, 6), "exact", steps=999), exact)
     with pytest.raises(ValueError, match="tol"):
         cs.nn.spectral_penalty(conv, (6, 6), "exact", tol=-1.0)
+
+
+def test_penalty_takes_the_input_channels_of_a_first_convspectra_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(cs.nn.CayleyConv2d(3, 8, 3), nn.Conv2d(8, 6, 3, padding=1))
+    expected = cs.nn.spectral_penalty(model, (8, 8), in_channels=3)
+    torch.testing.assert_close(cs.nn.spectral_penalty(model, (8, 8)), expected)
+    assert float(expected) == pytest.approx(float(cs.spectral_norm(model[1].weight, (8, 8), "zeros", "certified")))
+    model = nn.Sequential(cs.nn.CPLConv2d(2, 4, 3), nn.Conv2d(2, 5, 3, stride=2, padding=1))
+    torch.testing.assert_close(cs.nn.spectral_penalty(model, (8, 8)), cs.nn.spectral_penalty(model, (8, 8), in_channels=2))

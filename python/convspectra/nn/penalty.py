@@ -28,7 +28,8 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
     """The spatial input size of every ``nn.Conv2d`` in ``module`` for an input
     of spatial size ``input_size``, recorded by one forward pass of a zero
     batch in eval mode (so batch-norm statistics do not move), cached per module
-    and size. ``in_channels`` defaults to that of the first Conv2d.
+    and size. ``in_channels`` defaults to that of the first layer that has
+    one (a convspectra layer or a Conv2d).
 
     The pass runs on a copy of the module that shares its parameters and
     buffers, so the module itself is never hooked or switched to eval mode: it
@@ -39,7 +40,11 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
     if not convs:
         return {}
     H, W = _checks.input_size_pair(input_size, torch.empty(1, 1, 1, 1))
-    c_in = convs[0].in_channels if in_channels is None else _checks.positive_int(in_channels, "in_channels")
+    if in_channels is None:  # the first layer's, a convspectra layer included (CPL / SLL: "channels")
+        c_in = next(c for m in module.modules()
+                    for c in (getattr(m, "in_channels", None), getattr(m, "channels", None)) if isinstance(c, int))
+    else:
+        c_in = _checks.positive_int(in_channels, "in_channels")
     key, ids = (c_in, H, W), tuple(id(conv) for conv in convs)
     cached = _size_cache.setdefault(module, {})
     if key not in cached or cached[key][0] != ids:
