@@ -10,10 +10,13 @@
 # make wheel:        build dist/convspectra-*.whl against the .venv's torch (its
 #                    metadata pins that torch's minor version; scripts/check_wheel.sh
 #                    installs it into a fresh venv and smoke-tests it)
+# make docs:         set up .venv, build the documentation site into site/ with
+#                    warnings as errors (scripts/build_docs.sh: benchmark plots,
+#                    then mkdocs build --strict)
 PY := .venv/bin/python
 BENCH_OUT := $(if $(RESULTS),bench/results,bench/out)
 
-.PHONY: setup test bench bench-quick wheel check-wheel check-cuda clean
+.PHONY: setup test bench bench-quick wheel check-wheel check-cuda docs clean
 
 setup:
 	scripts/setup.sh
@@ -36,5 +39,8 @@ check-wheel: wheel
 check-cuda: setup
 	scripts/check_cuda.sh $(PY)
 
+docs: setup
+	PY=$(PY) scripts/build_docs.sh
+
 clean:
-	rm -rf build dist .venv
+	rm -rf build dist .venv site docs/img/bench

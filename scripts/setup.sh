@@ -24,7 +24,8 @@ fi
 missing=$("$PY" - <<'PYEOF'
 import importlib.util
 need = {"scikit_build_core": "scikit-build-core>=0.11,<2", "ninja": "ninja", "numpy": "numpy", "pytest": "pytest>=7",
-        "matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn", "hypothesis": "hypothesis>=6"}
+        "matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn", "hypothesis": "hypothesis>=6",
+        "yaml": "pyyaml"}
 print(" ".join(spec for mod, spec in need.items() if importlib.util.find_spec(mod) is None))
 PYEOF
 )

@@ -37,6 +37,7 @@ def spectral_norm(
     """Spectral norm of the conv layer, or a bound of it: a differentiable 0-dim tensor.
 
     method:
+
       - ``"exact"``: circular padding, the largest per-frequency singular value
         (docs/math.md §3.1); zero padding ('same'), the norm of the true operator by
         Lanczos on ``conv2d`` / ``conv_transpose2d`` to relative accuracy
