@@ -55,7 +55,8 @@ def read_png(path: Path):
 
 def test_command_line_writes_one_png_per_device(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), env.get("PYTHONPATH", "")])
+    # the convspectra these tests import (installed, or a built source tree)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(convspectra.__file__).parent.parent), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-m", "convspectra.bench.plot", str(RESULTS), str(tmp_path / "img")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
