@@ -179,11 +179,15 @@ def zero_padded_norm(weight, H, W, tol, max_iter, pads=None) -> torch.Tensor:
 def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], tol: float,
                         max_iter: int) -> torch.Tensor:
     """The top right singular vector y (1, c_in, H, W), unit, of the zero-padded
-    conv with padding ``pads`` = (left, right, top, bottom): Lanczos on T^T T
-    with full reorthogonalisation, restarted every LANCZOS_BASIS steps from the
-    Ritz vector, warm-started from the top circular mode; at most ``max_iter``
-    applications of T^T T, converged when |lambda - theta| <= tol theta
-    (docs/math.md §11.3). NaN for a kernel with NaN or Inf."""
+    conv with padding ``pads`` = (left, right, top, bottom): thick-restart
+    Lanczos on A = T^T T (docs/math.md §11.3) with full reorthogonalisation,
+    warm-started from the top circular mode. The basis V grows to LANCZOS_BASIS
+    vectors with their products A V stored, then restarts from its top
+    LANCZOS_KEEP Ritz vectors (a cluster of near-equal top singular values stays
+    in the basis, where restarting from one vector would lose it); at most
+    ``max_iter`` applications of A, converged when the top Ritz pair's residual
+    ||A u - theta u|| <= tol theta, which bounds |lambda - theta| for an
+    eigenvalue lambda of A. NaN for a kernel with NaN or Inf."""
     left, top = pads[0], pads[2]
     pads = tuple(pads)
 
@@ -197,41 +201,51 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
         return weight.new_full((1, weight.shape[1], H, W), float("nan"))
     with _precision.full_float32():
         y = _circular_top_mode(weight, H, W)
-        y = y / torch.linalg.vector_norm(y)
-        used, converged = 0, False
-        while used < max_iter and not converged:
-            basis = y.new_empty(LANCZOS_BASIS + 1, y.numel())  # row j: the j-th Lanczos vector
-            basis[0] = y.flatten()
-            alphas, betas = [], []
-            for j in range(min(LANCZOS_BASIS, max_iter - used)):
-                z = Tt(T(basis[j].view_as(y))).flatten()
-                used += 1
-                alphas.append(torch.dot(basis[j], z))
-                V = basis[: j + 1]
-                # full reorthogonalisation; a second pass only when the first cancelled much
-                # of z (Kahan-Parlett: "twice is enough")
-                before = torch.linalg.vector_norm(z)
-                z = z - (V @ z) @ V
-                beta = torch.linalg.vector_norm(z)
-                if bool(beta < REORTHOGONALISE_AGAIN * before):
-                    z = z - (V @ z) @ V
-                    beta = torch.linalg.vector_norm(z)
-                Tk = torch.diag(torch.stack(alphas))
-                if betas:
-                    off = torch.stack(betas)
-                    Tk = Tk + torch.diag(off, 1) + torch.diag(off, -1)
-                evals, evecs = torch.linalg.eigh(Tk.double())
-                theta, ritz = evals[-1], evecs[:, -1]
-                # |lambda - theta| <= beta |s_last|; sigma = sqrt(lambda) has half the relative error
-                converged = bool(beta * ritz[-1].abs() <= tol * theta.abs()) or bool(
-                    beta <= torch.finfo(z.dtype).eps * theta.abs()
-                )
-                if converged:
+        shape, n = y.shape, y.numel()
+        size = min(LANCZOS_BASIS, n)
+        V = y.new_zeros(size, n)  # orthonormal rows
+        AV = y.new_zeros(size, n)  # A applied to each row of V
+        G = torch.zeros(size, size, dtype=torch.float64, device=y.device)  # V A V^T
+        v = y.flatten() / torch.linalg.vector_norm(y)
+        k, used, converged = 0, 0, False
+        while True:
+            V[k], AV[k] = v, Tt(T(v.view(shape))).flatten()
+            used, k = used + 1, k + 1
+            G[k - 1, :k] = G[:k, k - 1] = (V[:k] @ AV[k - 1]).double()
+            theta, S = torch.linalg.eigh(G[:k, :k])  # ascending
+            s_top = S[:, -1].to(y.dtype)
+            u = s_top @ V[:k]
+            r = s_top @ AV[:k] - theta[-1].to(y.dtype) * u
+            # The residual's part outside the basis, the next direction (orthogonalised
+            # twice when once cancelled much: "twice is enough"). Its norm is the
+            # residual of the Ritz pair (beta |s_last| of the Lanczos recurrence); the
+            # part inside the basis is only the rounding of the products.
+            for _ in range(2):
+                before = torch.linalg.vector_norm(r)
+                r = r - (V[:k] @ r) @ V[:k]
+                beta = torch.linalg.vector_norm(r)
+                if bool(beta >= REORTHOGONALISE_AGAIN * before):
                     break
-                betas.append(beta)
-                basis[j + 1] = z / beta
-            y = (ritz.to(y.dtype) @ basis[: ritz.numel()]).view_as(y)
-            y = y / torch.linalg.vector_norm(y)
+            scale = theta[-1].abs()
+            # |lambda - theta| <= beta; sigma = sqrt(lambda) has half the relative error;
+            # beta at the rounding level of the products, or the whole space: theta is exact
+            converged = bool(beta <= tol * scale) or bool(beta <= torch.finfo(y.dtype).eps * scale) or k == n
+            if converged or used >= max_iter:
+                break
+            if k == size:  # thick restart: the top Ritz vectors and their products, made orthonormal again
+                keep = min(LANCZOS_KEEP, size - 1)
+                rotation = S[:, -keep:].to(y.dtype).T
+                Q, R = torch.linalg.qr((rotation @ V[:k]).T)
+                V[:keep] = Q.T
+                AV[:keep] = torch.linalg.solve_triangular(R.T, rotation @ AV[:k], upper=False)
+                G.zero_()
+                G[:keep, :keep] = (V[:keep] @ AV[:keep].T).double()
+                G[:keep, :keep] = (G[:keep, :keep] + G[:keep, :keep].T) / 2
+                k = keep
+                r = r - (V[:k] @ r) @ V[:k]
+                beta = torch.linalg.vector_norm(r)
+            v = r / beta
+        y = (u / torch.linalg.vector_norm(u)).view(shape)
     if not converged:
         warnings.warn(f"spectral_norm(padding='zeros', method='exact'): Lanczos reached max_iter={max_iter} "
                       f"before tol={tol:g}; the result is a lower bound of the norm", RuntimeWarning, stacklevel=2)
@@ -250,8 +264,10 @@ def _(info, in_dims, weight, H, W, pads, tol, max_iter):
     return torch.stack([_lanczos_top_vector(w, H, W, pads, tol, max_iter) for w in weight]), 0
 
 
-# Lanczos basis size before a restart (memory: this many input-sized vectors).
+# Lanczos basis size before a restart (memory: twice this many input-sized
+# vectors, the basis and its products), and the Ritz vectors a restart keeps.
 LANCZOS_BASIS = 24
+LANCZOS_KEEP = 8
 # A reorthogonalised vector shorter than this fraction of itself before is reorthogonalised again.
 REORTHOGONALISE_AGAIN = 0.5 ** 0.5
 
