@@ -32,7 +32,6 @@ MAX_BJORCK_ITERS: int = _build_info.MAX_BJORCK_ITERS
 MAX_JACOBI_SWEEPS: int = _build_info.MAX_JACOBI_SWEEPS
 
 
-
 def _minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
