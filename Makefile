@@ -4,7 +4,7 @@
 #                    to bench/out/latest-cpu.json (git-ignored)
 # FULL=1:            (make bench FULL=1) the whole grid instead, tens of minutes
 # make bench-quick:  the default cases with short timing: bench/out/quick-cpu.json
-# RESULTS=1:         (make bench RESULTS=1, make bench-quick RESULTS=1) write the
+# RESULTS=1:         (make bench FULL=1 RESULTS=1, make bench-quick RESULTS=1) write the
 #                    JSON to bench/results/ instead, the committed tables
 # make test:         set up .venv, build, run the test suite
 # make wheel:        build dist/convspectra-*.whl against the .venv's torch (its
