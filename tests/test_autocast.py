@@ -196,3 +196,26 @@ def test_low_precision_outside_autocast_is_refused_with_the_way_out():
         layer(torch.randn(1, 4, 8, 8).bfloat16())
     with pytest.raises(TypeError, match="weight must have dtype.*autocast"):
         cs.singular_values(torch.randn(2, 2, 3, 3).half(), (4, 4))
+
+
+@pytest.mark.parametrize("device,dtype", SETTINGS[:1] + SETTINGS[2:])
+def test_compiled_functions_and_layers_under_autocast_keep_float32_inside(device, dtype):
+    """torch.compile(fullgraph=True) under autocast: the same float32 result
+    and the same rounding of a layer's float32 output as in eager mode."""
+    w = weights(device)["duplicated"]
+    norm = torch.compile(lambda w: cs.spectral_norm(w, (6, 5)), fullgraph=True)
+    expected = cs.spectral_norm(w, (6, 5))
+    with torch.autocast(device, dtype=dtype):
+        got = norm(w)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    for layer in (cs.nn.BCOPConv2d(4, 4, 3).to(device), cs.nn.AOLConv2d(4, 6, 3).to(device)):
+        x = layer_input("", device)
+        with torch.no_grad():
+            reference = layer(x)
+            with torch.autocast(device, dtype=dtype):
+                y = torch.compile(layer, fullgraph=True)(x)
+        assert y.dtype == dtype
+        bound = UNIT_ROUNDOFF[dtype] * reference.abs() + 1e-6 * reference.abs().max()
+        assert ((y.float() - reference).abs() <= bound).all(), type(layer).__name__

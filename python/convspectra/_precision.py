@@ -50,36 +50,47 @@ def upcast(value):
 
 @contextlib.contextmanager
 def full_float32():
-    """TF32 off for cuBLAS and cuDNN, and autocast off, while the block runs."""
+    """TF32 off for cuBLAS and cuDNN, and autocast off, while the block runs
+    (in eager mode; the wrappers below turn autocast off under torch.compile)."""
     if torch.compiler.is_compiling():
         yield
         return
-    with contextlib.ExitStack() as stack:
-        if autocast_on():
-            for device in AUTOCAST_DEVICES:
-                stack.enter_context(torch.autocast(device, enabled=False))
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
         saved = (torch._C._get_cublas_allow_tf32(), torch._C._get_cudnn_allow_tf32())
-        if any(saved):
-            torch._C._set_cublas_allow_tf32(False)
-            torch._C._set_cudnn_allow_tf32(False)
-            stack.callback(torch._C._set_cudnn_allow_tf32, saved[1])
-            stack.callback(torch._C._set_cublas_allow_tf32, saved[0])
-        yield
+        if not any(saved):
+            yield
+            return
+        torch._C._set_cublas_allow_tf32(False)
+        torch._C._set_cudnn_allow_tf32(False)
+        try:
+            yield
+        finally:
+            torch._C._set_cublas_allow_tf32(saved[0])
+            torch._C._set_cudnn_allow_tf32(saved[1])
+
+
+def _call_in_float32(fn, *args, **kwargs):
+    """fn(*args, **kwargs) under full_float32(); under torch.compile, where the
+    TF32 switches cannot be set (the compiled products follow
+    ``torch.set_float32_matmul_precision``), with autocast off alone: Dynamo
+    traces these context managers into the graph."""
+    if torch.compiler.is_compiling():
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+    with full_float32():
+        return fn(*args, **kwargs)
 
 
 def in_full_float32(fn):
     """fn, run under full_float32(), its low-precision tensor arguments upcast
-    first (upcast)."""
+    first under autocast (upcast)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if torch.compiler.is_compiling():  # a constant to Dynamo: no context manager is traced
-            return fn(*args, **kwargs)
         if autocast_on():
             args = tuple(upcast(a) for a in args)
             kwargs = {k: upcast(v) for k, v in kwargs.items()}
-        with full_float32():
-            return fn(*args, **kwargs)
+        return _call_in_float32(fn, *args, **kwargs)
 
     return wrapper
 
@@ -91,12 +102,10 @@ def autocast_layer(forward):
 
     @functools.wraps(forward)
     def wrapper(self, x, *args, **kwargs):
-        if torch.compiler.is_compiling() or not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(
-                x.device.type):
+        if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
             return forward(self, x, *args, **kwargs)
         dtype = torch.get_autocast_dtype(x.device.type)
-        with full_float32():
-            y = forward(self, x.float() if x.dtype in LOW_PRECISION else x, *args, **kwargs)
+        y = _call_in_float32(forward, self, x.float() if x.dtype in LOW_PRECISION else x, *args, **kwargs)
         return y.to(dtype) if y.is_floating_point() and y.dtype != torch.float64 else y
 
     return wrapper
