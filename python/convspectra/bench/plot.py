@@ -13,13 +13,12 @@ prefix names the plot.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
 from pathlib import Path
 
-from .report import read_json
+from .report import geometric_mean, read_json
 
 _DIRECTION_ABBREV = {"forward": "fwd", "backward": "bwd", "fwd+bwd": "f+b"}
 
@@ -148,11 +147,6 @@ def plot_device(name: str, files, out_path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)
     return out_path
-
-
-def geometric_mean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -15,6 +16,12 @@ ROW_KEYS = (
     "family", "case", "direction", "shape", "device", "reference_ms", "convspectra_ms", "ratio",
     "reference_peak_bytes", "convspectra_peak_bytes", "bandwidth_fraction", "flop_fraction", "max_rel_diff", "ok",
 )
+
+
+def geometric_mean(values) -> float:
+    """The geometric mean of positive numbers (of speed-up ratios)."""
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def git_revision() -> str:

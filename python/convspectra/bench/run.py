@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -12,7 +11,7 @@ import torch
 
 from .cases import all_cases, select_cases
 from .measure import run_case
-from .report import environment_info, format_table, write_json
+from .report import environment_info, format_table, geometric_mean, write_json
 from .timing import ResidentPeakMemory, copy_bandwidth, gemm_flop_rate
 
 DESCRIPTION = "Microbenchmarks: convspectra against the plain-PyTorch reference (method: bench/NOTES.md)."
@@ -83,7 +82,7 @@ def summary(rows: list[dict]) -> str:
     lines = ["", "summary (ratio = reference time / convspectra time; geometric mean, worst case):"]
     for family, rs in families.items():
         worst = min(rs, key=lambda r: r["ratio"])
-        mean = math.exp(sum(math.log(r["ratio"]) for r in rs) / len(rs))
+        mean = geometric_mean(r["ratio"] for r in rs)
         lines.append(f"  {family}: {mean:.2f}x over {len(rs)} cases; worst {worst['ratio']:.2f}x ({worst['case']} "
                      f"{worst['direction']})")
     return "\n".join(lines)
