@@ -44,9 +44,16 @@ grep -q "pip install --no-build-isolation" "$tmp/isolated.log" || { cat "$tmp/is
 grep -q "CMake" "$tmp/isolated.log" && { cat "$tmp/isolated.log"; echo "check_wheel: it reached CMake"; exit 1; }
 echo "check_wheel: isolated 'pip install .' stopped after $(( $(date +%s) - start )) s with the instruction"
 
-torch_version=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
-"$vpy" -m pip install -q "torch==$torch_version" 2>&1 | grep -v "^WARNING: Location" || true
-"$vpy" -m pip install -q "$wheel" 2>&1 | grep -v "^WARNING: Location" || true
+# the very torch the wheel was built with, local label included (2.13.0+cpu, not
+# the CUDA build plain PyPI serves as 2.13.0)
+torch_version=$("$PY" -c "import torch; print(torch.__version__)")
+for requirement in "torch==$torch_version" "$wheel"; do
+  if ! "$vpy" -m pip install -q "$requirement" > "$tmp/pip.log" 2>&1; then
+    grep -v "^WARNING: Location" "$tmp/pip.log"
+    echo "check_wheel: pip could not install $requirement"
+    exit 1
+  fi
+done
 cd "$tmp"
 "$vpy" -W error::RuntimeWarning - <<'PYEOF'
 import torch

@@ -219,3 +219,46 @@ def test_compiled_functions_and_layers_under_autocast_keep_float32_inside(device
         assert y.dtype == dtype
         bound = UNIT_ROUNDOFF[dtype] * reference.abs() + 1e-6 * reference.abs().max()
         assert ((y.float() - reference).abs() <= bound).all(), type(layer).__name__
+
+
+def helpers_of_the_layers():
+    """The public functions and methods that build a layer's kernel or bound
+    outside its forward: under autocast they must be their float32 selves."""
+    torch.manual_seed(0)
+    aol, cpl, sll = cs.nn.AOLConv2d(4, 6, 3), cs.nn.CPLConv2d(4, 6, 3), cs.nn.SLLConv2d(4, 6, 3)
+    soc, bcop, linear = cs.nn.SOCConv2d(4, 4, 3).eval(), cs.nn.BCOPConv2d(4, 4, 3), cs.nn.OrthogonalLinear(12, 8)
+    w = structured_kernel("duplicated_filters", 6, 4, 3, torch.float32)
+    return {
+        "nn.aol_rescale": lambda: cs.nn.aol_rescale(w),
+        "AOLConv2d.rescaled_weight": aol.rescaled_weight,
+        "CPLConv2d.weight_norm": lambda: cpl.weight_norm(8, 8),
+        "CPLConv2d.step_size": lambda: cpl.step_size(8, 8),
+        "SLLConv2d.inverse_t": sll.inverse_t,
+        "SOCConv2d.skew_weight": soc.skew_weight,
+        "BCOPConv2d.weight": lambda: bcop.weight,
+        "OrthogonalLinear.orthogonal_weight": linear.orthogonal_weight,
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_layers_kernel_helpers_and_export_are_float32_under_autocast(dtype):
+    for name, helper in helpers_of_the_layers().items():
+        expected = helper()
+        with torch.autocast("cpu", dtype=dtype):
+            got = helper()
+        assert got.dtype == expected.dtype == torch.float32, name
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(cs.nn.SOCConv2d(3, 4, 3), cs.nn.MaxMin(), cs.nn.AOLConv2d(4, 4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    expected = cs.nn.export(model, (8, 8))(x)
+    with torch.autocast("cpu", dtype=dtype):
+        exported = cs.nn.export(model, (8, 8))
+    torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-6)  # its kernels were built in float32
+
+
+def test_layers_still_run_on_the_meta_device():
+    """Shape inference on meta tensors (deferred initialisation): autocast knows no meta device."""
+    for layer in (cs.nn.CayleyConv2d(4, 8, 3), cs.nn.AOLConv2d(4, 6, 3), cs.nn.MaxMin()):
+        y = layer.to("meta")(torch.empty(2, 4, 8, 8, device="meta"))
+        assert y.device.type == "meta" and y.shape[0] == 2

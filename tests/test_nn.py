@@ -173,3 +173,16 @@ def test_penalty_takes_the_input_channels_of_a_first_convspectra_layer():
     assert float(expected) == pytest.approx(float(cs.spectral_norm(model[1].weight, (8, 8), "zeros", "certified")))
     model = nn.Sequential(cs.nn.CPLConv2d(2, 4, 3), nn.Conv2d(2, 5, 3, stride=2, padding=1))
     torch.testing.assert_close(cs.nn.spectral_penalty(model, (8, 8)), cs.nn.spectral_penalty(model, (8, 8), in_channels=2))
+
+    class Net(nn.Module):  # keeps a width counter named in_channels, as many ResNets do
+        def __init__(self):
+            super().__init__()
+            self.in_channels = 16
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.body = nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.body(self.stem(x))
+
+    net = Net()
+    torch.testing.assert_close(cs.nn.spectral_penalty(net, (8, 8)), cs.nn.spectral_penalty(net, (8, 8), in_channels=3))

@@ -38,15 +38,17 @@ def _minor(version: str) -> str:
 
 def torch_mismatch(built_torch: str, built_cuda: str | None, torch_version: str, torch_cuda: str | None) -> str | None:
     """Why the torch running now is not the one the library was compiled
-    against (another minor version, or CUDA where there was none, or another
-    CUDA major), or None. The wheel pins the torch minor version, so this only
-    happens when that pin was forced (``pip install --no-deps``, an older
-    ``pip install -e``)."""
+    against (another minor version, or a CPU torch or another CUDA major under
+    a library built against a CUDA torch, whose CUDA libraries it links), or
+    None. A library built against a CPU torch runs on a CUDA torch of the same
+    version (it has no CUDA kernels then: backend_info()["cuda"]). The wheel
+    pins the torch minor version, so this only happens when that pin was forced
+    (``pip install --no-deps``, an older ``pip install -e``)."""
     problems = []
     if _minor(built_torch) != _minor(torch_version):
         problems.append(f"built against torch {built_torch}, running torch {torch_version}")
-    if bool(built_cuda) != bool(torch_cuda) or (built_cuda and built_cuda.split(".")[0] != torch_cuda.split(".")[0]):
-        problems.append(f"built against CUDA {built_cuda or 'none'}, running torch with CUDA {torch_cuda or 'none'}")
+    if built_cuda and (not torch_cuda or built_cuda.split(".")[0] != torch_cuda.split(".")[0]):
+        problems.append(f"built against CUDA {built_cuda}, running torch with CUDA {torch_cuda or 'none'}")
     if not problems:
         return None
     return ("; ".join(problems) + ": reinstall convspectra against this torch "

@@ -42,10 +42,15 @@ def upcast(value):
     """value, with a bfloat16 / float16 tensor made float32 if autocast is on
     for its device (what autocast does to the inputs of torch.linalg); any
     other value unchanged."""
-    if isinstance(value, torch.Tensor) and value.dtype in LOW_PRECISION and torch.is_autocast_enabled(
-            value.device.type):
+    if isinstance(value, torch.Tensor) and value.dtype in LOW_PRECISION and _autocast_on_for(value):
         return value.float()
     return value
+
+
+def _autocast_on_for(t: torch.Tensor) -> bool:
+    """Whether autocast is on for t's device (never for meta and other devices
+    autocast does not know)."""
+    return t.device.type in AUTOCAST_DEVICES and torch.is_autocast_enabled(t.device.type)
 
 
 @contextlib.contextmanager
@@ -102,7 +107,7 @@ def autocast_layer(forward):
 
     @functools.wraps(forward)
     def wrapper(self, x, *args, **kwargs):
-        if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        if not isinstance(x, torch.Tensor) or not _autocast_on_for(x):
             return forward(self, x, *args, **kwargs)
         dtype = torch.get_autocast_dtype(x.device.type)
         y = _call_in_float32(forward, self, x.float() if x.dtype in LOW_PRECISION else x, *args, **kwargs)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
-from .._precision import autocast_layer
+from .._precision import autocast_layer, in_full_float32
 from ._eval_cache import EvalCached
 from ._same_conv import check_padding_mode, conv_same
 
@@ -16,6 +16,7 @@ __all__ = ["AOLConv2d", "aol_rescale"]
 AOL_EPS = 1e-6
 
 
+@in_full_float32
 def aol_rescale(weight: torch.Tensor, eps: float = AOL_EPS) -> torch.Tensor:
     """``weight * d`` per input channel, ``d_i = (sum_j sum_taps |(K^T * K)_ij|
     + eps)^{-1/2}`` with ``K^T * K`` the (in, in, 2kh-1, 2kw-1) kernel of
@@ -53,6 +54,7 @@ class AOLConv2d(EvalCached):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"bias={self.bias is not None}, padding_mode={self.padding_mode!r}")
 
+    @in_full_float32
     def rescaled_weight(self) -> torch.Tensor:
         return aol_rescale(self.weight)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import _checks
-from .._precision import autocast_layer
+from .._precision import autocast_layer, in_full_float32
 from ..norms import spectral_norm
 from ._eval_cache import EvalCached
 from ._same_conv import check_padding_mode, conv_same, conv_same_adjoint
@@ -76,6 +76,7 @@ class CPLConv2d(_ConvexPotentialConv2d):
                  padding_mode: str = "zeros"):
         super().__init__(channels, inner_channels, kernel_size, bias, padding_mode)
 
+    @in_full_float32
     def weight_norm(self, H: int, W: int) -> torch.Tensor:
         """The certified upper bound h of ||W|| on H x W inputs."""
         kh, kw = self.weight.shape[-2:]
@@ -83,6 +84,7 @@ class CPLConv2d(_ConvexPotentialConv2d):
             return spectral_norm(fold_kernel(self.weight, H, W), (H, W), "circular", "exact")
         return spectral_norm(self.weight, (max(H, kh), max(W, kw)), "zeros", "certified")
 
+    @in_full_float32
     def step_size(self, H: int, W: int) -> torch.Tensor:
         """2 / h^2 (0 for a zero kernel, whose layer is the identity)."""
         h2 = self.weight_norm(H, W).square()
@@ -112,6 +114,7 @@ class SLLConv2d(_ConvexPotentialConv2d):
         super().__init__(channels, inner_channels, kernel_size, bias, padding_mode)
         self.log_q = nn.Parameter(torch.zeros(self.inner_channels))
 
+    @in_full_float32
     def inverse_t(self) -> torch.Tensor:
         """T^{-1} per inner channel (0 where T is 0: a zero filter, unused)."""
         k = self.weight.shape[-2:]

@@ -10,6 +10,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .._precision import in_full_float32
 from ._same_conv import same_pads
 from .activations import GroupSort, MaxMin
 from .aol import AOLConv2d
@@ -26,6 +27,7 @@ _TYPES = (CayleyConv2d, LOTConv2d, SOCConv2d, BCOPConv2d, AOLConv2d, CPLConv2d, 
           Residual)
 
 
+@in_full_float32
 def export(model: nn.Module, input_size=None, in_channels: int | None = None) -> nn.Module:
     """A copy of ``model`` for inputs of spatial size ``input_size`` (an int or
     (H, W); ``None`` for flat inputs) with ``in_channels`` from the first

@@ -300,6 +300,7 @@ class BCOPConv2d(_OrthogonalConv2d):
             nn.init.orthogonal_(m)
 
     @property
+    @in_full_float32
     def weight(self) -> torch.Tensor:
         """The orthogonal conv2d kernel (out, in * stride^2, k', k')."""
         return bcop_kernel(self.matrices, self.out_channels, self._unshuffled[0], self.bjorck_iters)

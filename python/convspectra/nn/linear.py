@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .. import _checks, linalg
-from .._precision import autocast_layer
+from .._precision import autocast_layer, in_full_float32
 from ._eval_cache import EvalCached
 
 __all__ = ["OrthogonalLinear"]
@@ -46,6 +46,7 @@ class OrthogonalLinear(EvalCached):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"method={self.method!r}")
 
+    @in_full_float32
     def orthogonal_weight(self) -> torch.Tensor:
         """Q, (out_features, in_features)."""
         if self.method == "cayley":

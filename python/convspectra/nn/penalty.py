@@ -40,9 +40,8 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
     if not convs:
         return {}
     H, W = _checks.input_size_pair(input_size, torch.empty(1, 1, 1, 1))
-    if in_channels is None:  # the first layer's, a convspectra layer included (CPL / SLL: "channels")
-        c_in = next(c for m in module.modules()
-                    for c in (getattr(m, "in_channels", None), getattr(m, "channels", None)) if isinstance(c, int))
+    if in_channels is None:
+        c_in = _first_in_channels(module)
     else:
         c_in = _checks.positive_int(in_channels, "in_channels")
     key, ids = (c_in, H, W), tuple(id(conv) for conv in convs)
@@ -63,6 +62,17 @@ def conv_input_sizes(module: nn.Module, input_size, in_channels: int | None = No
         cached[key] = (ids, sizes)
     sizes = cached[key][1]
     return {conv: sizes[id(conv)] for conv in convs if id(conv) in sizes}  # layers the forward never ran: none
+
+
+def _first_in_channels(module: nn.Module) -> int:
+    """The input channels of the first conv layer in module order: an
+    nn.Conv2d or a convspectra layer (a user module's own ``in_channels``
+    attribute, such as a ResNet's width counter, is not a layer's)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) or (type(m).__module__.startswith("convspectra.nn.")
+                                        and isinstance(getattr(m, "in_channels", None), int)):
+            return m.in_channels
+    raise ValueError("in_channels: the module has no conv layer to take it from; pass in_channels")
 
 
 _in_place_probe = threading.Lock()

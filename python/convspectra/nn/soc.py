@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks
-from .._precision import autocast_layer
+from .._precision import autocast_layer, in_full_float32
 from ._eval_cache import EvalCached
 
 __all__ = ["SOCConv2d"]
@@ -94,6 +94,7 @@ class SOCConv2d(EvalCached):
                 v.copy_(nn.functional.normalize(A.mT @ u, dim=0, eps=1e-12))
                 u.copy_(nn.functional.normalize(A @ v, dim=0, eps=1e-12))
 
+    @in_full_float32
     def reshape_norm(self, L: torch.Tensor) -> torch.Tensor:
         """The smallest of the four reshapes' power-iteration estimates
         |u^T A v| (differentiable in L, the vectors held fixed), each at least
@@ -109,6 +110,7 @@ class SOCConv2d(EvalCached):
             estimates.append(torch.maximum((u @ A @ v).abs(), floor))
         return torch.stack(estimates).amin()
 
+    @in_full_float32
     def skew_weight(self) -> torch.Tensor:
         """The scaled skew kernel L of the series: in training after one
         power-iteration step per call (as published); otherwise (eval, export,
