@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import convspectra as cs
 from helpers import DEVICES, dense_svdvals, rel_err
+from structured import structured_kernel
 
 CASES = [(4, 3, 3, 3, 6, 7), (3, 5, 2, 2, 5, 6), (6, 6, 5, 5, 8, 8), (2, 4, 4, 3, 7, 5), (5, 5, 1, 1, 4, 4)]
 IDS = ["x".join(map(str, c)) for c in CASES]
@@ -193,3 +194,22 @@ def test_exact_zero_padded_norm_converges_on_a_near_degenerate_top_pair(seed, dt
         warnings.simplefilter("error")  # no "reached max_iter" warning
         got = cs.spectral_norm(w.to(dtype), (12, 12), "zeros", max_iter=200)
     assert abs(float(got) / float(top[0]) - 1) <= (1e-10 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_zero_padded_norm_at_extreme_scales(dtype):
+    """Homogeneous: 1e-30 to 1e30 kernels give the scaled norm (a float32 1e-30
+    kernel used to give 0: the squares inside ||T y|| underflowed), and the
+    gradient does not depend on the scale."""
+    w = structured_kernel("rank_one", 3, 4, 3, torch.float64, seed=3)
+    base = dense_norm(w, (6, 5), "zeros")
+    w1 = w.to(dtype).requires_grad_()
+    (g1,) = torch.autograd.grad(cs.spectral_norm(w1, (6, 5), "zeros"), w1)
+    for scale in (1e-30, 1e-15, 1e15, 1e30):
+        ws = (w * scale).to(dtype).requires_grad_()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            value = cs.spectral_norm(ws, (6, 5), "zeros")
+        (g,) = torch.autograd.grad(value, ws)
+        assert abs(float(value.detach()) / (float(base) * scale) - 1) <= (1e-10 if dtype == torch.float64 else 1e-5)
+        torch.testing.assert_close(g, g1, rtol=1e-4, atol=1e-5 if dtype == torch.float32 else 1e-10)

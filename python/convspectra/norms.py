@@ -169,7 +169,12 @@ def zero_padded_norm(weight, H, W, tol, max_iter, pads=None) -> torch.Tensor:
     pads = _same_padding(weight) if pads is None else tuple(pads)
     y = _lanczos_top_vector(weight.detach(), H, W, list(pads), tol, max_iter)
     w = _autograd.first_order_only(weight, "convspectra.spectral_norm(padding='zeros', method='exact')")
-    return torch.linalg.vector_norm(torch.nn.functional.conv2d(torch.nn.functional.pad(y, pads), w))
+    # ||T y|| is homogeneous in the kernel: measured on the kernel scaled to a
+    # largest tap of 1 (the scale held fixed), so that the squares inside the
+    # norm neither underflow (1e-30 kernels in float32) nor overflow
+    largest = w.detach().abs().amax()
+    largest = torch.where(largest > 0, largest, torch.ones_like(largest))
+    return largest * torch.linalg.vector_norm(torch.nn.functional.conv2d(torch.nn.functional.pad(y, pads), w / largest))
 
 
 # An op of its own: the search is data-dependent (restarts, convergence), so
@@ -199,6 +204,12 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
 
     if not bool(torch.isfinite(weight).all()):  # NaN like every other function, not an eigh error
         return weight.new_full((1, weight.shape[1], H, W), float("nan"))
+    # The top vector does not depend on the kernel's scale: iterate on the kernel
+    # scaled to a largest tap of 1, so that 1e-30 or 1e30 kernels neither
+    # underflow nor overflow T^T T (its values scale as the square).
+    largest = weight.abs().amax()
+    if bool(largest > 0):
+        weight = weight / largest
     with _precision.full_float32():
         y = _circular_top_mode(weight, H, W)
         shape, n = y.shape, y.numel()
