@@ -26,6 +26,7 @@ import math
 import torch
 
 from . import linalg
+from ._precision import tap_scale
 from .spectrum._grid import dft_angles, grid_symbols
 
 # Power steps that rank the frequencies of a block before its candidates are solved.
@@ -75,7 +76,7 @@ class _Best:
 
 def _unit_scaled(weight: torch.Tensor) -> torch.Tensor:
     """The kernel divided by its largest tap: squared symbols neither overflow nor underflow."""
-    return weight / weight.abs().amax().clamp_min(torch.finfo(weight.dtype).tiny)
+    return weight / tap_scale(weight)
 
 
 def _angles(index: tuple[int, int], H: int, W: int, device) -> tuple[torch.Tensor, torch.Tensor]:

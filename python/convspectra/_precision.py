@@ -53,6 +53,15 @@ def _autocast_on_for(t: torch.Tensor) -> bool:
     return t.device.type in AUTOCAST_DEVICES and torch.is_autocast_enabled(t.device.type)
 
 
+def tap_scale(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel's largest |tap|, detached (1 for a zero kernel). The spectra
+    are homogeneous in the kernel: computed on ``weight / tap_scale(weight)``
+    and scaled back, their squares neither underflow (1e-30 kernels in
+    float32) nor overflow (1e20 and beyond)."""
+    largest = weight.detach().abs().amax()
+    return torch.where(largest > 0, largest, torch.ones_like(largest))
+
+
 @contextlib.contextmanager
 def full_float32():
     """TF32 off for cuBLAS and cuDNN, and autocast off, while the block runs
@@ -60,18 +69,17 @@ def full_float32():
     if torch.compiler.is_compiling():
         yield
         return
-    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+    with contextlib.ExitStack() as stack:
+        if autocast_on():  # entering the contexts costs ~10 us: only when there is something to turn off
+            stack.enter_context(torch.autocast("cpu", enabled=False))
+            stack.enter_context(torch.autocast("cuda", enabled=False))
         saved = (torch._C._get_cublas_allow_tf32(), torch._C._get_cudnn_allow_tf32())
-        if not any(saved):
-            yield
-            return
-        torch._C._set_cublas_allow_tf32(False)
-        torch._C._set_cudnn_allow_tf32(False)
-        try:
-            yield
-        finally:
-            torch._C._set_cublas_allow_tf32(saved[0])
-            torch._C._set_cudnn_allow_tf32(saved[1])
+        if any(saved):
+            torch._C._set_cublas_allow_tf32(False)
+            torch._C._set_cudnn_allow_tf32(False)
+            stack.callback(torch._C._set_cudnn_allow_tf32, saved[1])
+            stack.callback(torch._C._set_cublas_allow_tf32, saved[0])
+        yield
 
 
 def _call_in_float32(fn, *args, **kwargs):

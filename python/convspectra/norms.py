@@ -153,7 +153,13 @@ def _tap_bound(weight: torch.Tensor, method: str) -> torch.Tensor:
         return (kh * kw) ** 0.5 * torch.minimum(wide, tall)
     # "l1": Schur test on |T|, whose row / column sums are at most those of a
     a = weight.abs().sum((2, 3))
-    return (a.sum(1).max() * a.sum(0).max()).sqrt()
+    rows, cols = a.sum(1).max(), a.sum(0).max()
+    # sqrt of each, not of the product (which overflows float32 from 1e20 kernels);
+    # a zero kernel gets 0 with gradient 0, not sqrt'(0) = inf times 0
+    nonzero = rows > 0
+    one = torch.ones_like(rows)
+    return torch.where(nonzero, torch.where(nonzero, rows, one).sqrt() * torch.where(nonzero, cols, one).sqrt(),
+                       torch.zeros_like(rows))
 
 
 def _same_padding(weight) -> tuple[int, int, int, int]:
@@ -167,14 +173,13 @@ def zero_padded_norm(weight, H, W, tol, max_iter, pads=None) -> torch.Tensor:
     vector y of _lanczos_top_vector, so its gradient is u y^T (exact to first
     order; y is held fixed). NaN for a kernel with NaN or Inf."""
     pads = _same_padding(weight) if pads is None else tuple(pads)
-    y = _lanczos_top_vector(weight.detach(), H, W, list(pads), tol, max_iter)
     w = _autograd.first_order_only(weight, "convspectra.spectral_norm(padding='zeros', method='exact')")
-    # ||T y|| is homogeneous in the kernel: measured on the kernel scaled to a
-    # largest tap of 1 (the scale held fixed), so that the squares inside the
-    # norm neither underflow (1e-30 kernels in float32) nor overflow
-    largest = w.detach().abs().amax()
-    largest = torch.where(largest > 0, largest, torch.ones_like(largest))
-    return largest * torch.linalg.vector_norm(torch.nn.functional.conv2d(torch.nn.functional.pad(y, pads), w / largest))
+    # the search and ||T y|| on the kernel scaled to a largest tap of 1 (the
+    # scale held fixed; the top vector does not depend on it)
+    largest = _precision.tap_scale(w)
+    scaled = w / largest
+    y = _lanczos_top_vector(scaled.detach(), H, W, list(pads), tol, max_iter)
+    return largest * torch.linalg.vector_norm(torch.nn.functional.conv2d(torch.nn.functional.pad(y, pads), scaled))
 
 
 # An op of its own: the search is data-dependent (restarts, convergence), so
@@ -191,8 +196,9 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
     LANCZOS_KEEP Ritz vectors (a cluster of near-equal top singular values stays
     in the basis, where restarting from one vector would lose it); at most
     ``max_iter`` applications of A, converged when the top Ritz pair's residual
-    ||A u - theta u|| <= tol theta, which bounds |lambda - theta| for an
-    eigenvalue lambda of A. NaN for a kernel with NaN or Inf."""
+    ||A u - theta u|| (its part outside the basis) <= tol theta, which bounds
+    |lambda - theta| for an eigenvalue lambda of A. NaN for a kernel with NaN or
+    Inf. zero_padded_norm calls it on the kernel scaled to a largest tap of 1."""
     left, top = pads[0], pads[2]
     pads = tuple(pads)
 
@@ -204,12 +210,6 @@ def _lanczos_top_vector(weight: torch.Tensor, H: int, W: int, pads: list[int], t
 
     if not bool(torch.isfinite(weight).all()):  # NaN like every other function, not an eigh error
         return weight.new_full((1, weight.shape[1], H, W), float("nan"))
-    # The top vector does not depend on the kernel's scale: iterate on the kernel
-    # scaled to a largest tap of 1, so that 1e-30 or 1e30 kernels neither
-    # underflow nor overflow T^T T (its values scale as the square).
-    largest = weight.abs().amax()
-    if bool(largest > 0):
-        weight = weight / largest
     with _precision.full_float32():
         y = _circular_top_mode(weight, H, W)
         shape, n = y.shape, y.numel()

@@ -9,6 +9,7 @@ import math
 import torch
 
 from .. import _autograd
+from .._precision import tap_scale
 from ._grid import (circular_half, circular_values, complex_dtype, dft_angles, grid_spectrum, phases, row_chunks,
                     wants_grad, with_multiplicity)
 
@@ -43,7 +44,14 @@ def zero_padded_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
       - otherwise the boundary has modes of its own, and the model is the
         mixture of per-pixel-class symbols and the sine grid
         (_local_symbol_model).
+    Computed on the kernel scaled to a largest tap of 1 and scaled back (the
+    spectrum is homogeneous; tap_scale).
     """
+    largest = tap_scale(weight)
+    return largest * _unit_kernel_spectrum(weight / largest, H, W)
+
+
+def _unit_kernel_spectrum(weight: torch.Tensor, H: int, W: int) -> torch.Tensor:
     count = H * W * min(weight.shape[:2])
     frob2 = zero_padded_frobenius2(weight, H, W)
 
