@@ -29,6 +29,10 @@ def weights(device):
         "duplicated": structured_kernel("duplicated_filters", 6, 4, 3, torch.float32).to(device),
         "rank_one": structured_kernel("rank_one", 4, 6, 3, torch.float32, seed=1).to(device),
         "gaussian": structured_kernel("gaussian", 5, 5, 3, torch.float32, seed=2).to(device),
+        "zero": structured_kernel("zero", 4, 3, 3, torch.float32).to(device),
+        "constant_scaled": structured_kernel("constant_scaled", 3, 4, 3, torch.float32).to(device),
+        "1e-30": (structured_kernel("gaussian", 4, 4, 3, seed=3) * 1e-30).float().to(device),
+        "1e30": (structured_kernel("gaussian", 4, 4, 3, seed=4) * 1e30).float().to(device),
     }
 
 
@@ -47,7 +51,7 @@ FUNCTIONS = {
     "linalg.svd S": lambda w: cs.linalg.svd(w.flatten(2))[1],
     "linalg.gram_bound": lambda w: cs.linalg.gram_bound(w.flatten(2)),
     "linalg.cayley": lambda w: cs.linalg.cayley(w.flatten(2)[:, :3, :3]),
-    "linalg.bjorck": lambda w: cs.linalg.bjorck(w.flatten(2) / w.flatten(2).norm()),
+    "linalg.bjorck": lambda w: cs.linalg.bjorck(w.flatten(2) / w.flatten(2).norm().clamp_min(1e-30)),
 }
 
 
@@ -59,7 +63,8 @@ def test_functions_return_their_float32_result_under_autocast(device, dtype, nam
         with torch.autocast(device, dtype=dtype):
             got = FUNCTIONS[name](w)
         assert got.dtype == expected.dtype and expected.dtype in (torch.float32, torch.complex64), (kind, got.dtype)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=f"{name} on {kind}")
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6 * float(w.abs().max().clamp_max(1)),
+                                   msg=f"{name} on {kind}")
 
 
 @pytest.mark.parametrize("device,dtype", SETTINGS)
@@ -134,6 +139,15 @@ def test_layers_return_the_rounding_of_their_float32_output(device, dtype, train
             ratio = torch.linalg.vector_norm(got.float().flatten(1), dim=1) / torch.linalg.vector_norm(
                 x.flatten(1), dim=1)
             assert (ratio - 1).abs().max() < 4 * UNIT_ROUNDOFF[dtype], name  # an isometry, to the rounding
+
+
+@pytest.mark.parametrize("device,dtype", SETTINGS)
+def test_layers_take_an_empty_batch_under_autocast(device, dtype):
+    for name, layer in layers(device).items():
+        x = layer_input(name, device)[:0]
+        with torch.autocast(device, dtype=dtype):
+            y = layer(x)
+        assert y.dtype == dtype and y.shape[0] == 0 and y.shape[1:] == layer(layer_input(name, device)).shape[1:], name
 
 
 @pytest.mark.parametrize("device,dtype", SETTINGS)

@@ -156,3 +156,37 @@ def test_nan_or_inf_taps_give_nan_everywhere(device, bad):
     results["spectral_penalty"] = cs.nn.spectral_penalty(conv, (8, 8)).detach()
     for name, value in results.items():
         assert bool(value.isnan().all()), name
+
+
+SCALED_FUNCTIONS = {
+    "singular_values": lambda w: cs.singular_values(w, (6, 6)),
+    "singular_values stride 2": lambda w: cs.singular_values(w, (6, 6), stride=2),
+    "singular_values zeros": lambda w: cs.singular_values(w, (6, 6), padding="zeros"),
+    "conv_svd S": lambda w: cs.conv_svd(w, (6, 6))[1],
+    **{f"spectral_norm {padding} {method}": (lambda p, m: lambda w: cs.spectral_norm(w, (6, 6), p, m))(padding, method)
+       for padding in ("circular", "zeros") for method in ("exact", "certified", "gram", "sum_taps", "reshape", "l1")},
+}
+
+
+@pytest.mark.parametrize("name", SCALED_FUNCTIONS)
+def test_float32_kernels_from_1e_30_to_1e30_give_the_scaled_values(name):
+    """Every spectrum and norm is homogeneous in the kernel: a float32 kernel
+    scaled by 1e-30 ... 1e30 gives the float64 values of the unscaled one times
+    the scale (the zero-padding approximation gave NaN from 1e20 and 0 at
+    1e-30; the l1 bound inf / 0), for duplicated-filter and rank-one kernels."""
+    f = SCALED_FUNCTIONS[name]
+    for kind in ("duplicated_filters", "rank_one"):
+        w = structured_kernel(kind, 4, 3, 3, torch.float64, seed=5)
+        expected = f(w)
+        for scale in (1e-30, 1e-20, 1e20, 1e30):
+            got = f((w * scale).float()).double() / scale
+            torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5 * float(expected.abs().max()),
+                                       msg=f"{name}, {kind} x {scale:g}")
+
+
+@pytest.mark.parametrize("name", [n for n in SCALED_FUNCTIONS if n.startswith("spectral_norm")])
+def test_norms_of_a_zero_kernel_are_zero_with_a_finite_gradient(name):
+    w = torch.zeros(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    value = SCALED_FUNCTIONS[name](w)
+    (grad,) = torch.autograd.grad(value, w)
+    assert float(value.detach()) == 0 and torch.isfinite(grad).all(), name
